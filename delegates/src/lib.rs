@@ -1,0 +1,22 @@
+//! The CNI protocol, both sides, for Plexus.
+//!
+//! * Plugin side: [`env`] reads and validates a plugin's environment, [`skel`] runs a plugin's
+//!   command and prints its result or error.
+//! * Shared: [`config`] holds network configurations and lists without losing a key,
+//!   [`result`] holds results of every version and converts between them, [`version`] and
+//!   [`error`] the versions and error codes.
+//! * Runtime side: [`invoke`] finds and runs a plugin binary, [`list`] runs a whole configuration
+//!   list as libcni does.
+
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod invoke;
+pub mod list;
+pub mod result;
+pub mod skel;
+pub mod version;
+
+pub use error::{CniError, ErrorCode};
+pub use result::CniResult;
+pub use version::SpecVersion;
