@@ -100,7 +100,11 @@ impl ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CniError {
     /// The CNI version of the request (the one the error is written in).
-    #[serde(rename = "cniVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cni_version: String,
     /// The numeric error code.
     pub code: u32,
@@ -153,7 +157,9 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for c in [1, 2, 3, 4, 5, 6, 7, 11, 50, 51, 100, 101, 102, 103, 104, 105, 106, 999] {
+        for c in [
+            1, 2, 3, 4, 5, 6, 7, 11, 50, 51, 100, 101, 102, 103, 104, 105, 106, 999,
+        ] {
             assert_eq!(ErrorCode::from_code(c).code(), c);
         }
     }

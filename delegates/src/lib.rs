@@ -1,6 +1,6 @@
 //! The CNI protocol, both sides, for Plexus.
 //!
-//! * Plugin side: [`env`] reads and validates a plugin's environment, [`skel`] runs a plugin's
+//! * Plugin side: [`env`](mod@env) reads and validates a plugin's environment, [`skel`] runs a plugin's
 //!   command and prints its result or error.
 //! * Shared: [`config`] holds network configurations and lists without losing a key,
 //!   [`result`] holds results of every version and converts between them, [`version`] and

@@ -25,7 +25,9 @@ pub enum SpecVersion {
 }
 
 /// Every version Plexus accepts, oldest first, as the VERSION command reports them.
-pub const SUPPORTED_VERSIONS: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const SUPPORTED_VERSIONS: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 /// The newest version Plexus implements.
 pub const LATEST: SpecVersion = SpecVersion::V1_1_0;

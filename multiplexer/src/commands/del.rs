@@ -1,0 +1,61 @@
+//! DEL: tear down every attachment of the container, from the cache when there is one, else from
+//! what the configuration names. Never reports success without trying.
+
+use plexus_cni::{CniError, ErrorCode};
+
+use super::Context;
+use crate::cache::{CachedAttachment, CacheError};
+use crate::{plan, resolve, teardown};
+
+/// Runs DEL. A missing network namespace is tolerated; a repeated DEL succeeds.
+pub(super) async fn run(ctx: &Context) -> Result<(), CniError> {
+    let netns = existing_netns(ctx);
+    let id = &ctx.env.container_id;
+    let attachments = match ctx.cache.load(id) {
+        Ok(Some(entry)) => entry.attachments,
+        Ok(None) => from_config(ctx)?,
+        Err(corrupt @ CacheError::Corrupt { .. }) => {
+            // Tear down what the configuration names, but say that the cache was unreadable: the
+            // file stays for inspection (GC removes it once the container is gone).
+            let attachments = from_config(ctx)?;
+            let failures =
+                teardown::detach_all(&attachments, |a| ctx.runtime_context(a, &netns)).await;
+            let mut error = CniError::from(corrupt);
+            if !failures.is_empty() {
+                error.details = failures.to_cni_error(attachments.len()).msg;
+            }
+            return Err(error);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let failures = teardown::detach_all(&attachments, |a| ctx.runtime_context(a, &netns)).await;
+    if !failures.is_empty() {
+        return Err(failures.to_cni_error(attachments.len()));
+    }
+    ctx.cache.remove(id)?;
+    Ok(())
+}
+
+/// The namespace path to give delegates: empty when the runtime gave none or it is gone.
+fn existing_netns(ctx: &Context) -> String {
+    match &ctx.env.netns {
+        Some(p) if p.exists() => p.to_string_lossy().into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The attachments the configuration names, for a container with no cache entry.
+fn from_config(ctx: &Context) -> Result<Vec<CachedAttachment>, CniError> {
+    let delegates = resolve::static_delegates(&ctx.config).map_err(|e| {
+        let e = CniError::from(e);
+        CniError::new(
+            ErrorCode::CacheFailure,
+            format!(
+                "no usable cache entry for container {:?} and the configuration names no network to tear down: {}",
+                ctx.env.container_id, e.msg
+            ),
+        )
+    })?;
+    let plan = plan::assign_ifnames(delegates, &ctx.env.ifname)?;
+    Ok(plan.iter().map(plan::Attachment::to_cached).collect())
+}

@@ -1,0 +1,112 @@
+//! GC: tear down cache entries of containers that are no longer valid, then forward GC to
+//! every delegate network with the attachments that are still valid on it.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use plexus_cni::config::NetworkConfigList;
+use plexus_cni::list::{self, Attachment};
+use plexus_cni::{CniError, ErrorCode};
+use serde_json::{Map, Value};
+
+use super::Context;
+use crate::cache::CacheEntry;
+use crate::{resolve, teardown};
+
+/// Reads `cni.dev/valid-attachments` (or the older `cni.dev/attachments`).
+fn valid_attachments(config: &Map<String, Value>) -> Result<Vec<Attachment>, CniError> {
+    let value = config
+        .get("cni.dev/valid-attachments")
+        .or_else(|| config.get("cni.dev/attachments"))
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
+    serde_json::from_value(value).map_err(|e| {
+        CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            format!("invalid cni.dev/valid-attachments: {e}"),
+        )
+    })
+}
+
+/// Runs GC. Every step is attempted; all failures are reported together.
+pub(super) async fn run(ctx: &Context, config: &Map<String, Value>) -> Result<(), CniError> {
+    let valid: HashSet<String> = valid_attachments(config)?
+        .into_iter()
+        .map(|a| a.container_id)
+        .collect();
+    let mut failures: Vec<String> = Vec::new();
+    let mut live: Vec<CacheEntry> = Vec::new();
+    for id in ctx.cache.container_ids()? {
+        match ctx.cache.load(&id) {
+            Ok(Some(entry)) if valid.contains(&id) => live.push(entry),
+            Ok(Some(entry)) => failures.extend(remove_stale(ctx, &entry).await),
+            Ok(None) => {}
+            Err(e) if valid.contains(&id) => failures.push(e.to_string()),
+            Err(_) => {
+                // Unreadable and not valid: nothing can be torn down from it any more.
+                if let Err(e) = ctx.cache.remove(&id) {
+                    failures.push(e.to_string());
+                }
+            }
+        }
+    }
+
+    // Every network Plexus knows of, with the attachments still valid on it.
+    let mut networks: BTreeMap<String, NetworkConfigList> = BTreeMap::new();
+    if let Ok(delegates) = resolve::static_delegates(&ctx.config) {
+        for d in delegates {
+            networks.entry(d.network.name.clone()).or_insert(d.network);
+        }
+    }
+    let mut in_use: BTreeMap<String, BTreeSet<Attachment>> = BTreeMap::new();
+    for entry in &live {
+        for a in &entry.attachments {
+            if let Ok(n) = NetworkConfigList::from_bytes(a.config.as_bytes()) {
+                networks.entry(n.name.clone()).or_insert(n);
+            }
+            in_use.entry(a.network.clone()).or_default().insert(Attachment {
+                container_id: entry.container_id.clone(),
+                ifname: a.ifname.clone(),
+            });
+        }
+    }
+    for (name, network) in &networks {
+        let valid: Vec<Attachment> = in_use
+            .get(name)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        if let Err(fs) = list::gc(network, &ctx.plugin_dirs, &valid, ctx.delegate_timeout).await {
+            failures.extend(fs.iter().map(|f| f.to_cni_error().msg));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            ErrorCode::TeardownIncomplete,
+            format!("garbage collection incomplete: {}", failures.join("; ")),
+        ))
+    }
+}
+
+/// Tears down a stale container's attachments and drops its entry when that worked.
+async fn remove_stale(ctx: &Context, entry: &CacheEntry) -> Vec<String> {
+    let netns = if std::path::Path::new(&entry.netns).exists() {
+        entry.netns.clone()
+    } else {
+        String::new()
+    };
+    let env_ctx = |a: &crate::cache::CachedAttachment| {
+        let mut r = ctx.runtime_context(a, &netns);
+        r.container_id = entry.container_id.clone();
+        r.args = entry.cni_args.clone();
+        r
+    };
+    let failures = teardown::detach_all(&entry.attachments, env_ctx).await;
+    if !failures.is_empty() {
+        return failures.0;
+    }
+    match ctx.cache.remove(&entry.container_id) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![e.to_string()],
+    }
+}

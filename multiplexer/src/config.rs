@@ -1,0 +1,189 @@
+//! Plexus's own network configuration: the keys Multus users already write, plus a few of
+//! Plexus's own (each documented here and in the README).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plexus_cni::{CniError, ErrorCode, SpecVersion};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Multus's default directory for on-disk delegate configurations.
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
+/// Where Plexus keeps its attachment cache by default.
+pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
+/// Where delegate plugin binaries are looked for first by default.
+pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+/// How long ADD waits for the readiness indicator file by default (Multus waits 45 s).
+pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long one delegate plugin call may take by default.
+pub const DEFAULT_DELEGATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The configuration `plexus` receives on stdin.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlexusConfig {
+    /// Plexus's own network name.
+    pub name: String,
+    /// The version Plexus answers in (its result is converted to it).
+    #[serde(rename = "cniVersion", default)]
+    pub cni_version: String,
+    /// Static delegates: the first is the primary network. Ignored when `clusterNetwork` is set.
+    #[serde(default)]
+    pub delegates: Vec<Value>,
+    /// The primary network: a conf or conflist file, a directory (its alphabetically first
+    /// configuration), or a network name found in `confDir`.
+    #[serde(rename = "clusterNetwork", default)]
+    pub cluster_network: Option<String>,
+    /// Where on-disk delegate configurations are looked up by name.
+    #[serde(rename = "confDir", default = "default_conf_dir")]
+    pub conf_dir: PathBuf,
+    /// Where Plexus keeps its attachment cache.
+    #[serde(rename = "cniDir", default = "default_cni_dir")]
+    pub cni_dir: PathBuf,
+    /// Searched for delegate plugins before `CNI_PATH`.
+    #[serde(rename = "binDir", default = "default_bin_dir")]
+    pub bin_dir: PathBuf,
+    /// Log to this file (appending) instead of stderr.
+    #[serde(rename = "logFile", default)]
+    pub log_file: Option<PathBuf>,
+    /// `debug`, `verbose`, `error` or `panic` (Multus's levels), or `info`/`warn`.
+    #[serde(rename = "logLevel", default)]
+    pub log_level: Option<String>,
+    /// Also log to stderr when `logFile` is set.
+    #[serde(rename = "logToStderr", default)]
+    pub log_to_stderr: Option<bool>,
+    /// ADD waits for this file before attaching anything.
+    #[serde(rename = "readinessindicatorfile", default)]
+    pub readiness_indicator_file: Option<PathBuf>,
+    /// Plexus's own: how long ADD waits for the readiness file, in seconds (default 45).
+    #[serde(rename = "readinessTimeoutSeconds", default)]
+    pub readiness_timeout_seconds: Option<f64>,
+    /// Plexus's own: how long one delegate plugin call may take, in seconds (default 60).
+    #[serde(rename = "delegateTimeoutSeconds", default)]
+    pub delegate_timeout_seconds: Option<f64>,
+    /// Capability arguments from the runtime; they go to the primary network only.
+    #[serde(rename = "runtimeConfig", default)]
+    pub runtime_config: Map<String, Value>,
+}
+
+fn default_conf_dir() -> PathBuf {
+    DEFAULT_CONF_DIR.into()
+}
+fn default_cni_dir() -> PathBuf {
+    DEFAULT_CNI_DIR.into()
+}
+fn default_bin_dir() -> PathBuf {
+    DEFAULT_BIN_DIR.into()
+}
+
+fn seconds(value: Option<f64>, default: Duration, key: &str) -> Result<Duration, CniError> {
+    match value {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        Some(s) => Err(CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            format!("\"{key}\" must be a number of seconds, got {s}"),
+        )),
+    }
+}
+
+impl PlexusConfig {
+    /// Reads the configuration from stdin's parsed object. Wrong types are refused with code 7.
+    pub fn from_map(config: &Map<String, Value>) -> Result<Self, CniError> {
+        let parsed: PlexusConfig = serde_json::from_value(Value::Object(config.clone()))
+            .map_err(|e| {
+                CniError::new(
+                    ErrorCode::InvalidNetworkConfig,
+                    format!("invalid plexus configuration: {e}"),
+                )
+            })?;
+        parsed.version()?;
+        parsed.readiness_timeout()?;
+        parsed.delegate_timeout()?;
+        if parsed.delegates.is_empty() && parsed.cluster_network.is_none() {
+            return Err(CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                "at least one delegate or a clusterNetwork must be specified",
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// The version Plexus answers in.
+    pub fn version(&self) -> Result<SpecVersion, CniError> {
+        if self.cni_version.is_empty() {
+            return Ok(SpecVersion::V0_1_0);
+        }
+        self.cni_version
+            .parse()
+            .map_err(|e| CniError::new(ErrorCode::IncompatibleVersion, format!("{e}")))
+    }
+
+    /// How long ADD waits for the readiness file.
+    pub fn readiness_timeout(&self) -> Result<Duration, CniError> {
+        seconds(
+            self.readiness_timeout_seconds,
+            DEFAULT_READINESS_TIMEOUT,
+            "readinessTimeoutSeconds",
+        )
+    }
+
+    /// How long one delegate call may take.
+    pub fn delegate_timeout(&self) -> Result<Duration, CniError> {
+        seconds(
+            self.delegate_timeout_seconds,
+            DEFAULT_DELEGATE_TIMEOUT,
+            "delegateTimeoutSeconds",
+        )
+    }
+
+    /// The plugin search path for delegates: `binDir`, then `CNI_PATH`, without repeats.
+    pub fn plugin_dirs(&self, cni_path: &[PathBuf]) -> Vec<PathBuf> {
+        let mut dirs = vec![self.bin_dir.clone()];
+        for d in cni_path {
+            if !dirs.contains(d) {
+                dirs.push(d.clone());
+            }
+        }
+        dirs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<PlexusConfig, CniError> {
+        PlexusConfig::from_map(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn reads_multus_keys_with_defaults() {
+        let c = parse(json!({
+            "cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
+            "clusterNetwork": "/etc/cni/net.d/10-flannel.conflist",
+            "kubeconfig": "/x", "somethingElse": 1
+        }))
+        .unwrap();
+        assert_eq!(c.conf_dir, PathBuf::from(DEFAULT_CONF_DIR));
+        assert_eq!(c.delegate_timeout().unwrap(), DEFAULT_DELEGATE_TIMEOUT);
+        assert_eq!(
+            c.plugin_dirs(&["/opt/cni/bin".into(), "/usr/lib/cni".into()]),
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
+    }
+
+    #[test]
+    fn refuses_bad_configs() {
+        for bad in [
+            json!({"name": "p", "cniVersion": "1.0.0"}),
+            json!({"name": "p", "cniVersion": "3.0.0", "delegates": [{}]}),
+            json!({"name": "p", "delegates": "x"}),
+            json!({"name": "p", "delegates": [{}], "readinessTimeoutSeconds": -1}),
+            json!({"name": "p", "delegates": [{}], "confDir": 5}),
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
+        }
+    }
+}

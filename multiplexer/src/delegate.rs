@@ -1,0 +1,42 @@
+//! A delegate: one network a pod is attached to, with what Plexus knows about it.
+
+use plexus_cni::config::NetworkConfigList;
+use serde_json::{Map, Value};
+
+/// One network to attach, before it has an interface name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delegate {
+    /// The network's configuration, exactly as it will be cached and run.
+    pub network: NetworkConfigList,
+    /// True for the primary (cluster) network.
+    pub primary: bool,
+    /// The interface name this attachment asks for, if any.
+    pub ifname_request: Option<String>,
+    /// Capability arguments offered to this network's plugins.
+    pub capability_args: Map<String, Value>,
+}
+
+impl Delegate {
+    /// A delegate from a configuration value. A configuration without `cniVersion` gets
+    /// `default_version` (as Multus does), so that every later call runs at the same version.
+    pub fn from_value(
+        mut value: Value,
+        default_version: &str,
+        primary: bool,
+    ) -> Result<Self, plexus_cni::config::ConfigError> {
+        if let Value::Object(m) = &mut value {
+            let missing = m
+                .get("cniVersion")
+                .is_none_or(|v| v.as_str().is_some_and(str::is_empty));
+            if missing && !default_version.is_empty() {
+                m.insert("cniVersion".into(), Value::String(default_version.into()));
+            }
+        }
+        Ok(Delegate {
+            network: NetworkConfigList::from_value(value)?,
+            primary,
+            ifname_request: None,
+            capability_args: Map::new(),
+        })
+    }
+}
