@@ -54,6 +54,8 @@ pub struct PluginFailure {
     pub plugin: String,
     /// The command.
     pub command: Command,
+    /// The plugin's position in the list.
+    pub index: usize,
     /// What went wrong.
     pub source: ListErrorKind,
 }
@@ -70,6 +72,43 @@ pub enum ListErrorKind {
 }
 
 impl PluginFailure {
+    /// True when the plugin process was started (so it may have changed something); false when
+    /// it was refused, not found or could not be started.
+    pub fn started(&self) -> bool {
+        !matches!(
+            self.source,
+            ListErrorKind::Invoke(
+                InvokeError::InvalidType(_)
+                    | InvokeError::NotFound { .. }
+                    | InvokeError::Spawn { .. }
+            )
+        )
+    }
+
+    /// The error object the plugin printed, when it ran and failed.
+    pub fn plugin_error(&self) -> Option<&CniError> {
+        match &self.source {
+            ListErrorKind::Invoke(InvokeError::Plugin { error, .. }) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// True when both failures are the same plugin refusing with the same error: a plugin that
+    /// refuses its configuration on DEL exactly as it did on ADD never got far enough to change
+    /// anything.
+    pub fn same_refusal(&self, other: &PluginFailure) -> bool {
+        self.index == other.index
+            && self.plugin == other.plugin
+            && matches!((self.plugin_error(), other.plugin_error()),
+                (Some(a), Some(b)) if a.code == b.code && a.msg == b.msg)
+    }
+
+    /// How many plugins of the list may have changed something: those before this one, and this
+    /// one if it started.
+    pub fn plugins_attempted(&self) -> usize {
+        self.index + usize::from(self.started())
+    }
+
     /// The CNI error this failure is reported as: the plugin's own code when it gave one, with the
     /// network and plugin named in the message.
     pub fn to_cni_error(&self) -> CniError {
@@ -113,6 +152,7 @@ async fn run_plugin(
         network: list.name.clone(),
         plugin: plugin_type.clone(),
         command,
+        index,
         source,
     };
     let bin = invoke::find_plugin(plugin_type, &inv.path).map_err(|e| fail(e.into()))?;
@@ -139,6 +179,7 @@ pub async fn add(
             network: list.name.clone(),
             plugin: list.plugins[index].plugin_type.clone(),
             command: Command::Add,
+            index,
             source: e.into(),
         })?;
         prev = Some(result.to_value(list.version));
@@ -172,12 +213,23 @@ pub async fn del(
     ctx: &RuntimeContext,
     prev: Option<&CniResult>,
 ) -> Result<(), Vec<PluginFailure>> {
+    del_first(list, ctx, prev, list.plugins.len()).await
+}
+
+/// DEL of only the first `count` plugins, in reverse order: the rollback of an ADD that failed
+/// part-way through the list (see [`PluginFailure::plugins_attempted`]).
+pub async fn del_first(
+    list: &NetworkConfigList,
+    ctx: &RuntimeContext,
+    prev: Option<&CniResult>,
+    count: usize,
+) -> Result<(), Vec<PluginFailure>> {
     let inv = invocation(Command::Del, ctx);
     let prev = prev
         .filter(|_| list.version.has_prev_result_on_del())
         .map(|r| r.to_value(list.version));
     let mut failures = Vec::new();
-    for index in (0..list.plugins.len()).rev() {
+    for index in (0..count.min(list.plugins.len())).rev() {
         let stdin = list.plugin_request(index, &ctx.capability_args, prev.as_ref());
         if let Err(e) = run_plugin(list, index, Command::Del, &inv, &stdin, ctx.timeout).await {
             failures.push(e);

@@ -268,8 +268,13 @@ mod tests {
     fn corrupt_files_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        for bad in ["", "{", "[]", r#"{"kind":"other","containerID":"abc","attachments":[]}"#,
-                    r#"{"kind":"plexusCacheV1","containerID":"zzz","attachments":[]}"#] {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"kind":"other","containerID":"abc","attachments":[]}"#,
+            r#"{"kind":"plexusCacheV1","containerID":"zzz","attachments":[]}"#,
+        ] {
             std::fs::write(dir.path().join("abc"), bad).unwrap();
             let e = cache.load("abc").unwrap_err();
             assert_eq!(CniError::from(e).code, 104, "{bad}");

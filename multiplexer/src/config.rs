@@ -79,7 +79,7 @@ fn default_bin_dir() -> PathBuf {
 fn seconds(value: Option<f64>, default: Duration, key: &str) -> Result<Duration, CniError> {
     match value {
         None => Ok(default),
-        Some(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        Some(s) if (0.0..1e9).contains(&s) => Ok(Duration::from_secs_f64(s)),
         Some(s) => Err(CniError::new(
             ErrorCode::InvalidNetworkConfig,
             format!("\"{key}\" must be a number of seconds, got {s}"),
@@ -90,8 +90,8 @@ fn seconds(value: Option<f64>, default: Duration, key: &str) -> Result<Duration,
 impl PlexusConfig {
     /// Reads the configuration from stdin's parsed object. Wrong types are refused with code 7.
     pub fn from_map(config: &Map<String, Value>) -> Result<Self, CniError> {
-        let parsed: PlexusConfig = serde_json::from_value(Value::Object(config.clone()))
-            .map_err(|e| {
+        let parsed: PlexusConfig =
+            serde_json::from_value(Value::Object(config.clone())).map_err(|e| {
                 CniError::new(
                     ErrorCode::InvalidNetworkConfig,
                     format!("invalid plexus configuration: {e}"),

@@ -90,7 +90,11 @@ mod tests {
     #[test]
     fn numbers_by_position() {
         let plan = assign_ifnames(
-            vec![d("a", true, None), d("b", false, Some("foo")), d("c", false, None)],
+            vec![
+                d("a", true, None),
+                d("b", false, Some("foo")),
+                d("c", false, None),
+            ],
             "eth0",
         )
         .unwrap();
@@ -100,7 +104,11 @@ mod tests {
     #[test]
     fn refuses_duplicates_and_bad_names() {
         let e = assign_ifnames(
-            vec![d("a", true, None), d("b", false, Some("net2")), d("c", false, None)],
+            vec![
+                d("a", true, None),
+                d("b", false, Some("net2")),
+                d("c", false, None),
+            ],
             "eth0",
         )
         .unwrap_err();

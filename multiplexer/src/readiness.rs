@@ -44,7 +44,9 @@ mod tests {
     async fn waits_then_fails_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ready");
-        let e = wait_for(&file, Duration::from_millis(250)).await.unwrap_err();
+        let e = wait_for(&file, Duration::from_millis(250))
+            .await
+            .unwrap_err();
         assert_eq!(e.code, 105);
         assert!(e.msg.contains("ready"));
         std::fs::write(&file, "").unwrap();

@@ -188,9 +188,11 @@ mod tests {
         let file = dir.path().join("10-flannel.conflist");
         let by_file = config(json!({"clusterNetwork": file.to_str().unwrap()}));
         assert_eq!(static_delegates(&by_file).unwrap()[0].network.name, "cbr0");
-        let by_name = config(json!({"clusterNetwork": "cbr0", "confDir": dir.path().to_str().unwrap()}));
+        let by_name =
+            config(json!({"clusterNetwork": "cbr0", "confDir": dir.path().to_str().unwrap()}));
         assert_eq!(static_delegates(&by_name).unwrap()[0].network.name, "cbr0");
-        let missing = config(json!({"clusterNetwork": "nope", "confDir": dir.path().to_str().unwrap()}));
+        let missing =
+            config(json!({"clusterNetwork": "nope", "confDir": dir.path().to_str().unwrap()}));
         assert!(static_delegates(&missing).is_err());
     }
 

@@ -47,15 +47,28 @@ pub async fn detach_all(
 
 /// DEL of one attachment with its cached configuration and result.
 async fn detach(attachment: &CachedAttachment, ctx: &RuntimeContext) -> Result<(), String> {
-    let what = format!("{} ({})", attachment.ifname, attachment.network);
-    let network = NetworkConfigList::from_bytes(attachment.config.as_bytes())
-        .map_err(|e| format!("{what}: cached configuration unreadable: {e}"))?;
+    let network = NetworkConfigList::from_bytes(attachment.config.as_bytes()).map_err(|e| {
+        format!(
+            "{} ({}): cached configuration unreadable: {e}",
+            attachment.ifname, attachment.network
+        )
+    })?;
     let prev = attachment
         .result
         .as_ref()
         .and_then(|r| CniResult::from_value(r, network.version).ok());
-    list::del(&network, ctx, prev.as_ref()).await.map_err(|fs| {
-        let msgs: Vec<String> = fs.iter().map(|f| f.to_cni_error().msg).collect();
-        format!("{what}: {}", msgs.join("; "))
-    })
+    list::del(&network, ctx, prev.as_ref())
+        .await
+        .map_err(|fs| describe(attachment, &fs))
+}
+
+/// One line for the failures of one attachment.
+pub fn describe(attachment: &CachedAttachment, failures: &[list::PluginFailure]) -> String {
+    let msgs: Vec<String> = failures.iter().map(|f| f.to_cni_error().msg).collect();
+    format!(
+        "{} ({}): {}",
+        attachment.ifname,
+        attachment.network,
+        msgs.join("; ")
+    )
 }

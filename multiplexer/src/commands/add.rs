@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use plexus_cni::config::NetworkConfigList;
-use plexus_cni::list;
+use plexus_cni::list::{self, PluginFailure};
 use plexus_cni::{CniError, CniResult, ErrorCode};
 use serde_json::Value;
 
@@ -36,8 +36,7 @@ pub(super) async fn run(ctx: &Context) -> Result<Value, CniError> {
     ctx.cache.store(&entry)?;
 
     let mut primary: Option<CniResult> = None;
-    for index in 0..plan.len() {
-        let attachment = &plan[index];
+    for (index, attachment) in plan.iter().enumerate() {
         let network = &attachment.delegate.network;
         let rctx = ctx.runtime_context(&entry.attachments[index], &netns);
         match list::add(network, &rctx).await {
@@ -48,8 +47,7 @@ pub(super) async fn run(ctx: &Context) -> Result<Value, CniError> {
                 }
             }
             Err(failure) => {
-                let error = failure.to_cni_error();
-                return Err(roll_back(ctx, &entry, index, &netns, attachment, error).await);
+                return Err(roll_back(ctx, &entry, index, &netns, attachment, &failure).await);
             }
         }
     }
@@ -98,19 +96,39 @@ async fn clear_stale_entry(ctx: &Context) -> Result<(), CniError> {
     Ok(())
 }
 
-/// Deletes attachments `failed..=0` in reverse after attachment `failed` failed, and returns the
-/// error to report. The cache entry is removed only when the rollback was complete; otherwise it
-/// stays so that the runtime's DEL can finish the job.
+/// Deletes what was attempted after attachment `failed` failed (the plugins of that attachment
+/// that started, then every earlier attachment, in reverse), and returns the error to report.
+/// After a complete rollback the cache entry is kept with no attachments; otherwise it keeps
+/// them all so that the runtime's DEL can finish the job.
 async fn roll_back(
     ctx: &Context,
     entry: &CacheEntry,
     failed: usize,
     netns: &str,
     attachment: &Attachment,
-    error: CniError,
+    failure: &PluginFailure,
 ) -> CniError {
+    let error = failure.to_cni_error();
+    let mut failures = teardown::TeardownFailures::default();
+    let failed_one = &entry.attachments[failed];
+    let network = &attachment.delegate.network;
+    let rctx = ctx.runtime_context(failed_one, netns);
+    if let Err(fs) = list::del_first(network, &rctx, None, failure.plugins_attempted()).await {
+        let real: Vec<PluginFailure> = fs
+            .into_iter()
+            .filter(|f| !f.same_refusal(failure))
+            .collect();
+        if !real.is_empty() {
+            failures.0.push(teardown::describe(failed_one, &real));
+        }
+    }
+    let earlier = &entry.attachments[..failed];
+    failures.0.extend(
+        teardown::detach_all(earlier, |a| ctx.runtime_context(a, netns))
+            .await
+            .0,
+    );
     let attempted = &entry.attachments[..=failed];
-    let failures = teardown::detach_all(attempted, |a| ctx.runtime_context(a, netns)).await;
     let mut error = CniError {
         msg: format!(
             "attaching network {:?} as {}: {}",
@@ -119,8 +137,14 @@ async fn roll_back(
         ..error
     };
     if failures.is_empty() {
-        if let Err(e) = ctx.cache.remove(&ctx.env.container_id) {
-            tracing::warn!("removing the cache entry after a complete rollback: {e}");
+        // Nothing is attached any more: the entry stays, empty, so that the runtime's DEL finds
+        // nothing to undo instead of guessing from the configuration.
+        let empty = CacheEntry {
+            attachments: Vec::new(),
+            ..entry.clone()
+        };
+        if let Err(e) = ctx.cache.store(&empty) {
+            tracing::warn!("recording the complete rollback: {e}");
         }
     } else {
         let rollback = failures.to_cni_error(attempted.len());

@@ -4,7 +4,7 @@
 use plexus_cni::{CniError, ErrorCode};
 
 use super::Context;
-use crate::cache::{CachedAttachment, CacheError};
+use crate::cache::{CacheError, CachedAttachment};
 use crate::{plan, resolve, teardown};
 
 /// Runs DEL. A missing network namespace is tolerated; a repeated DEL succeeds.

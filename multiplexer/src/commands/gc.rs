@@ -63,10 +63,13 @@ pub(super) async fn run(ctx: &Context, config: &Map<String, Value>) -> Result<()
             if let Ok(n) = NetworkConfigList::from_bytes(a.config.as_bytes()) {
                 networks.entry(n.name.clone()).or_insert(n);
             }
-            in_use.entry(a.network.clone()).or_default().insert(Attachment {
-                container_id: entry.container_id.clone(),
-                ifname: a.ifname.clone(),
-            });
+            in_use
+                .entry(a.network.clone())
+                .or_default()
+                .insert(Attachment {
+                    container_id: entry.container_id.clone(),
+                    ifname: a.ifname.clone(),
+                });
         }
     }
     for (name, network) in &networks {

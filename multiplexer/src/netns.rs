@@ -1,0 +1,278 @@
+//! Network namespace handling without shelling out to `ip`.
+//!
+//! `setns(2)` changes the namespace of the calling *thread* only, so this
+//! module never calls it on a caller's (possibly pooled) thread: [`run_in`]
+//! spawns a dedicated `std::thread`, enters the namespace there, runs the work
+//! and lets the thread exit. Named namespaces are created like `ip netns add`
+//! does: a file under `/run/netns` with the namespace bind-mounted onto it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::statfs::{statfs, NSFS_MAGIC};
+
+use crate::links::{self, LinkError};
+
+/// Directory holding named network namespaces (as used by iproute2).
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// The network namespace of the calling thread (not of the main thread).
+pub const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
+
+/// Errors of network namespace operations.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// The namespace file could not be opened.
+    #[error("cannot open network namespace {path}: {source}")]
+    Open {
+        /// Path of the namespace file.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// `setns(2)` into the namespace failed.
+    #[error("cannot enter network namespace {path}: {source}")]
+    Setns {
+        /// Path of the namespace file.
+        path: PathBuf,
+        /// Underlying error.
+        source: Errno,
+    },
+    /// The helper thread could not be spawned.
+    #[error("cannot spawn a network namespace thread: {0}")]
+    Spawn(#[source] io::Error),
+    /// The name is not usable as a file name under `/run/netns`.
+    #[error("invalid network namespace name {0:?}")]
+    InvalidName(String),
+    /// A namespace with that name already exists.
+    #[error("network namespace {0} already exists")]
+    Exists(PathBuf),
+    /// Preparing `/run/netns` (directory, shared mount, lock) failed.
+    #[error("cannot prepare {NETNS_RUN_DIR}: {0}")]
+    RunDir(#[source] io::Error),
+    /// Creating the namespace file failed.
+    #[error("cannot create {path}: {source}")]
+    Create {
+        /// Path of the namespace file.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// `unshare(CLONE_NEWNET)` failed.
+    #[error("cannot create a network namespace: {0}")]
+    Unshare(#[source] Errno),
+    /// A mount or unmount failed.
+    #[error("cannot {action} {path}: {source}")]
+    Mount {
+        /// What was being done ("bind-mount", "unmount", ...).
+        action: &'static str,
+        /// Path of the mount point.
+        path: PathBuf,
+        /// Underlying error.
+        source: Errno,
+    },
+    /// Removing the namespace file failed.
+    #[error("cannot remove {path}: {source}")]
+    Remove {
+        /// Path of the namespace file.
+        path: PathBuf,
+        /// Underlying error.
+        source: io::Error,
+    },
+    /// Bringing `lo` up in a new namespace failed.
+    #[error("cannot bring lo up in {path}: {source}")]
+    Loopback {
+        /// Path of the namespace file.
+        path: PathBuf,
+        /// Underlying error.
+        source: Box<LinkError>,
+    },
+}
+
+/// Runs `f` on a dedicated thread that has entered the network namespace at
+/// `netns` and returns its result. A panic in `f` is resumed in the caller.
+pub fn run_in<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetnsError> {
+    // Opened here: `/proc/thread-self/...` paths then refer to the caller.
+    let file = File::open(netns).map_err(|source| NetnsError::Open {
+        path: netns.to_path_buf(),
+        source,
+    })?;
+    let path = netns.to_path_buf();
+    let handle = std::thread::Builder::new()
+        .name("plexus-netns".into())
+        .spawn(move || {
+            setns(&file, CloneFlags::CLONE_NEWNET)
+                .map_err(|source| NetnsError::Setns { path, source })?;
+            drop(file);
+            Ok(f())
+        })
+        .map_err(NetnsError::Spawn)?;
+    match handle.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Creates a named network namespace at `/run/netns/<name>` (like
+/// `ip netns add`), brings `lo` up in it and returns its path.
+pub fn create_named(name: &str) -> Result<PathBuf, NetnsError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(NetnsError::InvalidName(name.to_string()));
+    }
+    prepare_run_dir()?;
+    let path = Path::new(NETNS_RUN_DIR).join(name);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&path)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => NetnsError::Exists(path.clone()),
+            _ => NetnsError::Create {
+                path: path.clone(),
+                source,
+            },
+        })?;
+    let target = path.clone();
+    let made = std::thread::Builder::new()
+        .name("plexus-netns-new".into())
+        .spawn(move || -> Result<(), NetnsError> {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+            mount(
+                Some(THREAD_NETNS),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|source| NetnsError::Mount {
+                action: "bind-mount the namespace on",
+                path: target.clone(),
+                source,
+            })?;
+            links::set_up_here("lo").map_err(|source| NetnsError::Loopback {
+                path: target,
+                source: Box::new(source),
+            })
+        })
+        .map_err(NetnsError::Spawn)
+        .and_then(|handle| match handle.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        });
+    if let Err(e) = made {
+        let _ = delete(&path);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// Deletes a namespace created by [`create_named`]: detaches the bind mount
+/// and removes the file. A missing path is not an error.
+pub fn delete(path: &Path) -> Result<(), NetnsError> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (a file left over by a failed create).
+        Ok(()) | Err(Errno::EINVAL) => {}
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(source) => {
+            return Err(NetnsError::Mount {
+                action: "unmount",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(NetnsError::Remove {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// True if `path` exists and is a namespace file (lives on nsfs), such as a
+/// mounted `/run/netns/<name>` or `/proc/<pid>/ns/net`.
+pub fn exists(path: &Path) -> bool {
+    statfs(path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC)
+}
+
+/// Makes sure `/run/netns` exists and is a shared mount point, as iproute2
+/// does: make it shared, and if that fails with `EINVAL` (not a mount point),
+/// bind-mount it onto itself first. Serialised in-process by a mutex and
+/// across processes by `flock` on the directory.
+fn prepare_run_dir() -> Result<(), NetnsError> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(NETNS_RUN_DIR);
+    fs::create_dir_all(dir).map_err(NetnsError::RunDir)?;
+    let handle = File::open(dir).map_err(NetnsError::RunDir)?;
+    let _flock = Flock::lock(handle, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| NetnsError::RunDir(errno.into()))?;
+    let make_shared = || {
+        mount(
+            Some("none"),
+            dir,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match make_shared() {
+        Ok(()) => return Ok(()),
+        Err(Errno::EINVAL) => {}
+        Err(e) => return Err(NetnsError::RunDir(e.into())),
+    }
+    mount(
+        Some(dir),
+        dir,
+        Some("none"),
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| NetnsError::RunDir(e.into()))?;
+    make_shared().map_err(|e| NetnsError::RunDir(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_in_missing_namespace_is_an_error() {
+        let err = run_in(Path::new("/nonexistent/netns"), || ()).unwrap_err();
+        assert!(matches!(err, NetnsError::Open { .. }), "{err}");
+    }
+
+    #[test]
+    fn invalid_names_are_rejected() {
+        for name in ["", ".", "..", "a/b"] {
+            assert!(matches!(
+                create_named(name),
+                Err(NetnsError::InvalidName(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn exists_is_false_for_regular_files_and_missing_paths() {
+        assert!(!exists(Path::new("/nonexistent/netns")));
+        assert!(!exists(Path::new("/proc/self/status")));
+        assert!(exists(Path::new("/proc/self/ns/net")));
+    }
+
+    #[test]
+    fn deleting_a_missing_namespace_is_ok() {
+        delete(Path::new("/run/netns/plexus-never-created")).unwrap();
+    }
+}
