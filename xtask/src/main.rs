@@ -1,1 +1,65 @@
-fn main() {}
+//! Plexus's developer commands, run as `cargo xtask <command>`.
+//!
+//! - `test`: what CI runs — packages, fmt, clippy, build, tests ([`test`]).
+//! - `demo`: a walk through Plexus on real clients ([`demo`]).
+//! - `bench`: timing Plexus against its delegates ([`bench`]).
+//! - `apiserver`: build and cache a kube-apiserver for the Kubernetes tests ([`apiserver`]).
+
+mod apiserver;
+mod bench;
+mod cmd;
+mod demo;
+mod packages;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+/// Plexus's developer commands.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Install test prerequisites, then check fmt and clippy, build, and run every test.
+    Test(test::TestArgs),
+    /// Show Plexus at work with real CNI clients.
+    Demo(DemoArgs),
+    /// Measure Plexus's overhead over its delegates.
+    Bench(BenchArgs),
+    /// Build (once) and cache a kube-apiserver, and print its path.
+    Apiserver(apiserver::ApiserverArgs),
+}
+
+/// Arguments of `cargo xtask demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Also run a local Kubernetes API server and read network attachments from it.
+    #[arg(long)]
+    pub kube: bool,
+}
+
+/// Arguments of `cargo xtask bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Timed runs of each measurement (after 3 untimed warm-up runs).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Commands::Test(args) => test::run(args),
+        Commands::Demo(args) => demo::run(args),
+        Commands::Bench(args) => bench::run(args),
+        Commands::Apiserver(args) => apiserver::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

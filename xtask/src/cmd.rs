@@ -1,0 +1,83 @@
+//! Running external commands with a logged command line and a clear error.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+
+/// The error type every xtask step returns.
+pub type Error = Box<dyn std::error::Error>;
+/// Shorthand for `Result<T, Error>`.
+pub type Result<T = ()> = std::result::Result<T, Error>;
+
+/// Prints a step banner, so a long log reads as a sequence of steps.
+pub fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+/// Renders a command as a shell-like line for logs and errors.
+pub fn display(cmd: &Command) -> String {
+    let mut line = String::new();
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            line.push_str(&format!(
+                "{}={} ",
+                key.to_string_lossy(),
+                value.to_string_lossy()
+            ));
+        }
+    }
+    line.push_str(&cmd.get_program().to_string_lossy());
+    for arg in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&arg.to_string_lossy());
+    }
+    line
+}
+
+/// Runs `cmd` with inherited stdio, logging it first; returns its exit status.
+pub fn status(cmd: &mut Command) -> Result<ExitStatus> {
+    eprintln!("+ {}", display(cmd));
+    cmd.status()
+        .map_err(|e| format!("cannot run `{}`: {e}", display(cmd)).into())
+}
+
+/// Runs `cmd` with inherited stdio and fails unless it exits with status 0.
+pub fn run(cmd: &mut Command) -> Result {
+    let status = status(cmd)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed: {status}", display(cmd)).into())
+    }
+}
+
+/// Runs `cmd`, capturing stdout (stderr is inherited); fails unless it exits with 0.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    eprintln!("+ {}", display(cmd));
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run `{}`: {e}", display(cmd)))?;
+    if !out.status.success() {
+        return Err(format!("`{}` failed: {}", display(cmd), out.status).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `cargo` that started us (`$CARGO`), or `cargo` from `PATH`.
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsStr::new("cargo").to_owned()))
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+/// Whether this process runs as root (needed for `apt-get` and `/etc/apt`).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

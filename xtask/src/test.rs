@@ -1,0 +1,253 @@
+//! `cargo xtask test`: what CI runs (`.ci/run`), and what a developer runs
+//! before committing.
+//!
+//! Steps: install the Debian packages the tests drive, check formatting, lint,
+//! build the binaries, then run every test with `PLEXUS_BIN_DIR` pointing at
+//! the freshly built binaries. A summary of the steps, and the test counts,
+//! closes the output; the exit status is non-zero if any step failed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cmd::{self, Result};
+use crate::packages::ensure_debian_packages;
+
+/// Arguments of `cargo xtask test`.
+#[derive(clap::Args, Debug)]
+pub struct TestArgs {
+    /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter
+    /// or `-- --nocapture`.
+    #[arg(last = true)]
+    pub cargo_test_args: Vec<String>,
+}
+
+/// Debian packages the tests use, each with a file that shows it is installed.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+    ("iproute2", "/usr/sbin/ip"),
+    ("protobuf-compiler", "/usr/bin/protoc"),
+    ("etcd-server", "/usr/bin/etcd"),
+];
+
+/// Runs the whole check; fails if any step failed.
+pub fn run(args: &TestArgs) -> Result {
+    let root = cmd::workspace_root();
+    let mut report = Report::new();
+
+    cmd::step("test prerequisites");
+    let ready = report.record("prerequisites", ensure_test_prerequisites());
+    if !ready {
+        return report.finish(None);
+    }
+
+    let target = target_dir()?;
+    let bin_dir = target.join("debug");
+    let cargo_step = |report: &mut Report, name: &str, args: &[&str]| {
+        cmd::step(name);
+        let result = cmd::run(cmd::cargo().current_dir(&root).args(args));
+        report.record(name, result)
+    };
+    cargo_step(&mut report, "cargo fmt", &["fmt", "--all", "--", "--check"]);
+    cargo_step(
+        &mut report,
+        "cargo clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    );
+    let built = cargo_step(
+        &mut report,
+        "cargo build",
+        &["build", "--workspace", "--bins"],
+    );
+
+    let mut counts = None;
+    if built {
+        cmd::step("cargo test");
+        let mut test = cmd::cargo();
+        test.current_dir(&root)
+            .env("PLEXUS_BIN_DIR", &bin_dir)
+            .args(["test", "--workspace"])
+            .args(&args.cargo_test_args);
+        let result = run_counting(&mut test).and_then(|(c, status)| {
+            counts = Some(c);
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("{status}, {} test(s) failed", c.failed).into())
+            }
+        });
+        report.record("cargo test", result);
+    } else {
+        report.skip("cargo test", "the build failed");
+    }
+    report.finish(counts)
+}
+
+/// Everything the tests need on the machine before they run.
+///
+/// This is the hook for later prerequisites: the Kubernetes-backed tests will
+/// also need `crate::apiserver::ensure()` here (the cached kube-apiserver),
+/// with its path handed to the tests through an environment variable.
+pub fn ensure_test_prerequisites() -> Result {
+    ensure_debian_packages(TEST_PACKAGES)
+}
+
+/// Cargo's target directory for this workspace (honours `CARGO_TARGET_DIR`).
+fn target_dir() -> Result<PathBuf> {
+    let json = cmd::output(cmd::cargo().current_dir(cmd::workspace_root()).args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+    ]))?;
+    let meta: serde_json::Value = serde_json::from_str(&json)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata gave no target_directory".into())
+}
+
+/// Totals of the `test result:` lines of a `cargo test` run.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Counts {
+    /// Adds one libtest summary line, e.g.
+    /// `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, echoing its stdout while counting the tests.
+fn run_counting(test: &mut Command) -> Result<(Counts, ExitStatus)> {
+    eprintln!("+ {}", cmd::display(test));
+    let mut child = test.stdout(Stdio::piped()).spawn()?;
+    let mut counts = Counts::default();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        counts.add_line(&line);
+        writeln!(out, "{line}")?;
+    }
+    drop(out);
+    Ok((counts, child.wait()?))
+}
+
+/// The outcome of each step, for the closing summary.
+struct Report {
+    steps: Vec<(String, String, Duration)>,
+    failed: bool,
+    lap_start: Instant,
+}
+
+impl Report {
+    /// An empty report whose first step starts now.
+    fn new() -> Self {
+        Report {
+            steps: Vec::new(),
+            failed: false,
+            lap_start: Instant::now(),
+        }
+    }
+
+    /// Records a step's result; returns whether it succeeded.
+    fn record(&mut self, name: &str, result: Result) -> bool {
+        let elapsed = self.lap();
+        let outcome = match result {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                self.failed = true;
+                eprintln!("!! {name} failed: {e}");
+                format!("FAILED: {e}")
+            }
+        };
+        let ok = outcome == "ok";
+        self.steps.push((name.to_string(), outcome, elapsed));
+        ok
+    }
+
+    /// Records a step that did not run.
+    fn skip(&mut self, name: &str, why: &str) {
+        self.failed = true;
+        self.steps
+            .push((name.to_string(), format!("skipped: {why}"), Duration::ZERO));
+    }
+
+    /// Time since the previous step ended.
+    fn lap(&mut self) -> Duration {
+        let now = Instant::now();
+        now - std::mem::replace(&mut self.lap_start, now)
+    }
+
+    /// Prints the summary, ending with the test counts, and returns the verdict.
+    fn finish(self, counts: Option<Counts>) -> Result {
+        eprintln!("\n==> summary");
+        for (name, outcome, took) in &self.steps {
+            eprintln!("  {name:<14} {:>6.1}s  {outcome}", took.as_secs_f64());
+        }
+        if let Some(c) = counts {
+            // A plain closing line, read by CI to count the tests.
+            println!(
+                "tests: {} passed, {} failed, {} skipped",
+                c.passed, c.failed, c.ignored
+            );
+        }
+        if self.failed {
+            Err("cargo xtask test failed".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_libtest_lines() {
+        let mut c = Counts::default();
+        c.add_line("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        c.add_line(
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("running 3 tests");
+        assert_eq!(
+            c,
+            Counts {
+                passed: 4,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
+}
