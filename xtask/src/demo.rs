@@ -1,0 +1,513 @@
+//! `cargo xtask demo`: Plexus's main job on one machine, with the real CNI plugins.
+//!
+//! Two "pods" (named network namespaces) are attached through `plexus` to a
+//! bridge network (their `eth0`) and a macvlan network (their `net1`). The
+//! demo shows their interfaces and routes, pings from one pod to the other on
+//! both networks, detaches both pods and checks that nothing is left: no
+//! links, no host-local leases, no Plexus cache entries.
+//!
+//! Everything happens inside a throwaway "node" network namespace, entered by
+//! a dedicated thread (plugin processes inherit its namespace), so the real
+//! host's networking is never touched. The namespaces and the state directory
+//! are removed at the end, also when a step fails.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use plexus::links::{self, AddressInfo, LinkInfo};
+use plexus::netns;
+use serde_json::{json, Value};
+
+use crate::cmd::{self, Result};
+use crate::packages::ensure_debian_packages;
+
+/// Debian packages the demo uses, each with a file that shows it is installed.
+const DEMO_PACKAGES: &[(&str, &str)] = &[
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+    ("iputils-ping", "/usr/bin/ping"),
+];
+
+/// Where Debian installs the reference CNI plugins.
+const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// The throwaway namespace standing in for the node.
+const NODE: &str = "plexus-demo-node";
+/// The namespaces standing in for the two pods.
+const PODS: [&str; 2] = ["plexus-demo-a", "plexus-demo-b"];
+/// The bridge of the primary network (created by the bridge plugin).
+const BRIDGE: &str = "plexdemo0";
+/// The macvlan master: one end of a veth pair the demo creates on the node.
+const MASTER: &str = "plexdemo-m0";
+/// The other end of the macvlan master's veth pair.
+const MASTER_PEER: &str = "plexdemo-m1";
+
+/// Runs `cargo xtask demo`.
+pub fn run(args: &crate::DemoArgs) -> Result {
+    if args.kube {
+        return Err(
+            "`cargo xtask demo --kube` is not available yet; run `cargo xtask demo`".into(),
+        );
+    }
+    if !cmd::is_root() {
+        return Err(
+            "cargo xtask demo needs root: it creates network namespaces and links \
+                    (inside a throwaway namespace; the host's networking is not touched)"
+                .into(),
+        );
+    }
+    cmd::step("prerequisites");
+    ensure_debian_packages(DEMO_PACKAGES)?;
+    let plexus = build_plexus()?;
+
+    let stale = delete_namespaces();
+    if !stale.is_empty() {
+        println!("deleted leftovers of an earlier run: {}", stale.join(", "));
+    }
+    let state = tempfile::Builder::new().prefix("plexus-demo-").tempdir()?;
+    let node = netns::create_named(NODE)?;
+    let demo = Demo {
+        plexus,
+        state: state.path().to_path_buf(),
+    };
+    // The whole demo runs on a thread that has entered the node namespace.
+    let outcome = netns::run_in(&node, move || demo.run().map_err(|e| e.to_string()));
+
+    cmd::step("cleaning up");
+    let deleted = delete_namespaces();
+    println!("deleted the network namespaces {}", list_or_none(&deleted));
+    let state_path = state.path().display().to_string();
+    match state.close() {
+        Ok(()) => println!("deleted {state_path}"),
+        Err(e) => eprintln!("warning: cannot delete {state_path}: {e}"),
+    }
+    outcome??;
+    println!("\ndemo finished: the pods reached each other on both networks, and nothing is left");
+    Ok(())
+}
+
+/// Builds the `plexus` binary and returns its path (in `$CARGO_TARGET_DIR`
+/// if set, else in the workspace's `target`).
+fn build_plexus() -> Result<PathBuf> {
+    cmd::step("building plexus");
+    let root = cmd::workspace_root();
+    cmd::run(
+        cmd::cargo()
+            .current_dir(&root)
+            .args(["build", "-p", "plexus"]),
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("debug/plexus"))
+}
+
+/// Deletes the demo's namespaces (best effort) and returns the names of
+/// those that existed.
+fn delete_namespaces() -> Vec<&'static str> {
+    let mut deleted = Vec::new();
+    for name in PODS.into_iter().chain([NODE]) {
+        let path = netns_path(name);
+        if !path.exists() {
+            continue;
+        }
+        match netns::delete(&path) {
+            Ok(()) => deleted.push(name),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    deleted
+}
+
+/// The path of the named network namespace `name`.
+fn netns_path(name: &str) -> PathBuf {
+    Path::new(netns::NETNS_RUN_DIR).join(name)
+}
+
+/// The demo's steps, run inside the node namespace.
+struct Demo {
+    /// The `plexus` binary.
+    plexus: PathBuf,
+    /// The state directory: host-local leases in `ipam/`, Plexus's cache in `cache/`.
+    state: PathBuf,
+}
+
+impl Demo {
+    /// Runs every step; fails if a ping fails or anything is left.
+    fn run(&self) -> Result {
+        self.set_up_node()?;
+        let config = self.write_config()?;
+        for pod in PODS {
+            self.attach(pod, &config)?;
+        }
+        for pod in PODS {
+            show_pod(pod)?;
+        }
+        ping_between_pods()?;
+        cmd::step("detaching both pods (plexus DEL)");
+        self.show_state()?;
+        for pod in PODS {
+            self.plexus("DEL", pod, &config)?;
+        }
+        self.check_nothing_left()
+    }
+
+    /// Creates the macvlan master on the node and prints where things live.
+    fn set_up_node(&self) -> Result {
+        cmd::step(&format!("a throwaway node: network namespace {NODE}"));
+        links::create_veth(None, MASTER, MASTER_PEER)?;
+        links::set_up(None, MASTER)?;
+        println!(
+            "macvlan master: {MASTER}, a veth standing in for a second NIC (peer {MASTER_PEER})"
+        );
+        println!("state directory: {}", self.state.display());
+        println!("  host-local leases in ipam/, Plexus's attachment cache in cache/");
+        Ok(())
+    }
+
+    /// Writes Plexus's configuration into the state directory, prints it and
+    /// returns its path.
+    fn write_config(&self) -> Result<PathBuf> {
+        let ipam = |subnet: &str| json!({"type": "host-local", "subnet": subnet, "dataDir": self.state.join("ipam")});
+        let config = json!({
+            "cniVersion": "1.0.0",
+            "name": "plexus-demo",
+            "type": "plexus",
+            "binDir": CNI_BIN_DIR,
+            "cniDir": self.state.join("cache"),
+            "delegates": [
+                {
+                    "cniVersion": "1.0.0",
+                    "name": "demo-pods",
+                    "type": "bridge",
+                    "bridge": BRIDGE,
+                    "isGateway": true,
+                    "ipam": ipam("10.123.1.0/24"),
+                },
+                {
+                    "cniVersion": "1.0.0",
+                    "name": "demo-storage",
+                    "type": "macvlan",
+                    "master": MASTER,
+                    "mode": "bridge",
+                    "ipam": ipam("10.123.2.0/24"),
+                },
+            ],
+        });
+        let path = self.state.join("plexus.conf");
+        let text = serde_json::to_string_pretty(&config)?;
+        std::fs::write(&path, &text)?;
+        cmd::step(&format!(
+            "Plexus's configuration ({}): the first delegate is the primary network (eth0), \
+             the others are secondary (net1, ...)",
+            path.display()
+        ));
+        println!("{text}");
+        Ok(path)
+    }
+
+    /// Creates the pod's namespace and attaches it with `plexus` ADD.
+    fn attach(&self, pod: &str, config: &Path) -> Result {
+        cmd::step(&format!("attaching pod {pod} (plexus ADD)"));
+        netns::create_named(pod)?;
+        let result = self.plexus("ADD", pod, config)?;
+        println!(
+            "plexus answered with the primary network's result: {}",
+            summarize_result(&result)
+        );
+        Ok(())
+    }
+
+    /// Runs `plexus` as a container runtime would, for `command` on `pod`,
+    /// and returns its CNI result (`null` when it prints nothing, as for DEL).
+    fn plexus(&self, command: &str, pod: &str, config: &Path) -> Result<Value> {
+        let env = [
+            ("CNI_COMMAND", command.to_string()),
+            ("CNI_CONTAINERID", pod.to_string()),
+            ("CNI_NETNS", netns_path(pod).display().to_string()),
+            ("CNI_IFNAME", "eth0".to_string()),
+            ("CNI_PATH", CNI_BIN_DIR.to_string()),
+            (
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME={pod}"),
+            ),
+        ];
+        let shown: Vec<String> = env
+            .iter()
+            .map(|(key, value)| format!("{key}={}", shell_quote(value)))
+            .collect();
+        println!(
+            "$ {} {} < {}",
+            shown.join(" "),
+            self.plexus.display(),
+            config.display()
+        );
+        let mut plexus = Command::new(&self.plexus);
+        plexus
+            .envs(env)
+            .stdin(std::fs::File::open(config)?)
+            .stderr(Stdio::inherit());
+        let out = plexus.output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let answer: Value = if stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&stdout)
+                .map_err(|e| format!("plexus printed something that is not JSON ({e}): {stdout}"))?
+        };
+        if !out.status.success() {
+            let mut message = answer["msg"].as_str().unwrap_or(&stdout).to_string();
+            if let Some(details) = answer["details"].as_str().filter(|d| !d.is_empty()) {
+                message.push_str(&format!(" ({details})"));
+            }
+            return Err(format!("plexus {command} for {pod} failed: {message}").into());
+        }
+        Ok(answer)
+    }
+
+    /// Shows what is left after DEL; fails if anything of the pods is.
+    fn check_nothing_left(&self) -> Result {
+        cmd::step("what is left after DEL");
+        let mut left = Vec::new();
+        for pod in PODS {
+            let names = link_names(&links::links(Some(&netns_path(pod)))?);
+            println!("links in pod {pod}: {}", names.join(", "));
+            if names != ["lo"] {
+                left.push(format!("links in {pod}: {}", names.join(", ")));
+            }
+        }
+        left.extend(self.node_leftovers()?);
+        let (leases, cache) = self.show_state()?;
+        if !leases.is_empty() {
+            left.push(format!("leases: {}", leases.join(", ")));
+        }
+        if !cache.is_empty() {
+            left.push(format!("cache entries: {}", cache.join(", ")));
+        }
+        if left.is_empty() {
+            println!("nothing of the pods is left");
+            Ok(())
+        } else {
+            Err(format!("left after DEL: {}", left.join("; ")).into())
+        }
+    }
+
+    /// Prints and returns the host-local leases and Plexus's cache entries.
+    fn show_state(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let leases = leases(&self.state.join("ipam"))?;
+        println!("host-local leases: {}", list_or_none(&leases));
+        let cache = files_under(&self.state.join("cache"))?;
+        println!("Plexus cache entries: {}", list_or_none(&cache));
+        Ok((leases, cache))
+    }
+
+    /// Prints the node's links and returns the pods' ones among them: any
+    /// veth other than the macvlan master's pair, and any macvlan.
+    fn node_leftovers(&self) -> Result<Vec<String>> {
+        let node_links = links::links(None)?;
+        let described: Vec<String> = node_links
+            .iter()
+            .map(|l| match l.kind.as_deref() {
+                Some(kind) => format!("{} ({kind})", l.name),
+                None => l.name.clone(),
+            })
+            .collect();
+        println!("links on the node: {}", described.join(", "));
+        println!(
+            "  (the bridge {BRIDGE} and the macvlan master {MASTER} belong to the node and stay)"
+        );
+        Ok(node_links
+            .iter()
+            .filter(|l| match l.kind.as_deref() {
+                Some("veth") => l.name != MASTER && l.name != MASTER_PEER,
+                Some("macvlan") => true,
+                _ => false,
+            })
+            .map(|l| format!("{} on the node", l.name))
+            .collect())
+    }
+}
+
+/// One line for a CNI result: each interface in the pod with its addresses.
+fn summarize_result(result: &Value) -> String {
+    let interfaces = result["interfaces"].as_array().cloned().unwrap_or_default();
+    let ips = result["ips"].as_array().cloned().unwrap_or_default();
+    let parts: Vec<String> = ips
+        .iter()
+        .map(|ip| {
+            let name = ip["interface"]
+                .as_u64()
+                .and_then(|i| interfaces.get(i as usize))
+                .and_then(|i| i["name"].as_str())
+                .unwrap_or("?");
+            let address = ip["address"].as_str().unwrap_or("?");
+            match ip["gateway"].as_str() {
+                Some(gateway) => format!("{name} {address} (gateway {gateway})"),
+                None => format!("{name} {address}"),
+            }
+        })
+        .collect();
+    list_or_none(&parts)
+}
+
+/// Prints a pod's interfaces (kind, MAC, addresses) and routes.
+fn show_pod(pod: &str) -> Result {
+    cmd::step(&format!("pod {pod}"));
+    let path = netns_path(pod);
+    let addresses = links::addresses(Some(&path))?;
+    println!("interfaces:");
+    for link in links::links(Some(&path))? {
+        println!(
+            "  {:<5} {:<8} {:<17} {}",
+            link.name,
+            link_kind(&link),
+            link.mac.as_deref().unwrap_or("-"),
+            addresses_of(&addresses, &link.name).join(" ")
+        );
+    }
+    println!("routes:");
+    for route in links::routes(Some(&path))? {
+        if is_link_local(route.destination.addr()) {
+            continue;
+        }
+        let mut line = format!("  {}", route.destination);
+        if let Some(gateway) = route.gateway {
+            line.push_str(&format!(" via {gateway}"));
+        }
+        if let Some(ifname) = &route.ifname {
+            line.push_str(&format!(" dev {ifname}"));
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The link's kind for display: `loopback` for `lo`, `-` for other
+/// devices without a kind.
+fn link_kind(link: &LinkInfo) -> &str {
+    match (link.kind.as_deref(), link.name.as_str()) {
+        (Some(kind), _) => kind,
+        (None, "lo") => "loopback",
+        (None, _) => "-",
+    }
+}
+
+/// The addresses of interface `ifname`, without IPv6 link-local ones.
+fn addresses_of(addresses: &[AddressInfo], ifname: &str) -> Vec<String> {
+    addresses
+        .iter()
+        .filter(|a| a.ifname == ifname && !is_link_local(a.address.addr()))
+        .map(|a| a.address.to_string())
+        .collect()
+}
+
+/// True for IPv6 link-local addresses (`fe80::/10`), left out to keep the output short.
+fn is_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+/// Pings pod B from pod A on both networks; fails if either ping fails.
+fn ping_between_pods() -> Result {
+    let [a, b] = PODS;
+    cmd::step(&format!("pinging from {a} to {b} on both networks"));
+    let addresses = links::addresses(Some(&netns_path(b)))?;
+    for (ifname, network) in [
+        ("eth0", "bridge demo-pods"),
+        ("net1", "macvlan demo-storage"),
+    ] {
+        let target = addresses
+            .iter()
+            .find(|x| x.ifname == ifname && x.address.addr().is_ipv4())
+            .ok_or_else(|| format!("{b} has no IPv4 address on {ifname}"))?
+            .address
+            .addr();
+        let (ok, summary) = ping(a, target)?;
+        println!("{ifname} ({network}): ping {target}: {summary}");
+        if !ok {
+            return Err(format!("{a} cannot ping {b} at {target} ({ifname})").into());
+        }
+    }
+    Ok(())
+}
+
+/// Runs `ping -c 2 -W 2 <target>` inside `pod`; returns whether it succeeded
+/// and its summary line.
+fn ping(pod: &str, target: IpAddr) -> Result<(bool, String)> {
+    let out = netns::run_in(&netns_path(pod), move || {
+        Command::new("ping")
+            .args(["-c", "2", "-W", "2"])
+            .arg(target.to_string())
+            .output()
+    })??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+    Ok((out.status.success(), summary))
+}
+
+/// The names of `links`.
+fn link_names(links: &[LinkInfo]) -> Vec<String> {
+    links.iter().map(|l| l.name.clone()).collect()
+}
+
+/// The host-local reservations under `ipam_dir`: files named as IP addresses,
+/// as `<network>/<ip>`.
+fn leases(ipam_dir: &Path) -> Result<Vec<String>> {
+    Ok(files_under(ipam_dir)?
+        .into_iter()
+        .filter(|f| {
+            Path::new(f)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.parse::<IpAddr>().is_ok())
+        })
+        .collect())
+}
+
+/// The files under `dir` (recursively), relative to it; none if it is missing.
+fn files_under(dir: &Path) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries = match std::fs::read_dir(&current) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            other => other?,
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap_or(&path);
+                found.push(relative.display().to_string());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// `value` single-quoted for a shell if it holds anything but plain characters.
+fn shell_quote(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-=:,".contains(c);
+    if value.chars().all(plain) {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
+}
+
+/// `items` joined by commas, or "none".
+fn list_or_none(items: &[impl AsRef<str>]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
