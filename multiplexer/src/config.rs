@@ -16,6 +16,8 @@ pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/plexus";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 /// How long ADD waits for the readiness indicator file by default (Multus waits 45 s).
 pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long one Kubernetes API call may take by default.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one delegate plugin call may take by default.
 pub const DEFAULT_DELEGATE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,6 +66,41 @@ pub struct PlexusConfig {
     /// Capability arguments from the runtime; they go to the primary network only.
     #[serde(rename = "runtimeConfig", default)]
     pub runtime_config: Map<String, Value>,
+    /// A kubeconfig file for reading pods and NetworkAttachmentDefinitions. Without it, Plexus
+    /// uses the in-cluster environment when there is one, else runs its static delegates only.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Where NetworkAttachmentDefinitions named by `clusterNetwork`, `defaultNetworks` and the
+    /// default-network annotation live.
+    #[serde(rename = "multusNamespace", default = "default_multus_namespace")]
+    pub multus_namespace: String,
+    /// Networks attached to every pod after the cluster network, except in `systemNamespaces`.
+    #[serde(rename = "defaultNetworks", default)]
+    pub default_networks: Vec<String>,
+    /// Namespaces whose pods do not get `defaultNetworks`.
+    #[serde(rename = "systemNamespaces", default = "default_system_namespaces")]
+    pub system_namespaces: Vec<String>,
+    /// Pods may only use NetworkAttachmentDefinitions of their own namespace (and of
+    /// `globalNamespaces`).
+    #[serde(rename = "namespaceIsolation", default)]
+    pub namespace_isolation: bool,
+    /// With `namespaceIsolation`: the namespaces whose definitions every pod may use, as a comma
+    /// separated list (Multus's format).
+    #[serde(rename = "globalNamespaces", default = "default_global_namespaces")]
+    pub global_namespaces: String,
+    /// Plexus's own: how long one Kubernetes API call may take, in seconds (default 5).
+    #[serde(rename = "apiTimeoutSeconds", default)]
+    pub api_timeout_seconds: Option<f64>,
+}
+
+fn default_multus_namespace() -> String {
+    "kube-system".into()
+}
+fn default_system_namespaces() -> Vec<String> {
+    vec!["kube-system".into()]
+}
+fn default_global_namespaces() -> String {
+    "default".into()
 }
 
 fn default_conf_dir() -> PathBuf {
@@ -100,6 +137,7 @@ impl PlexusConfig {
         parsed.version()?;
         parsed.readiness_timeout()?;
         parsed.delegate_timeout()?;
+        parsed.api_timeout()?;
         if parsed.delegates.is_empty() && parsed.cluster_network.is_none() {
             return Err(CniError::new(
                 ErrorCode::InvalidNetworkConfig,
@@ -135,6 +173,24 @@ impl PlexusConfig {
             DEFAULT_DELEGATE_TIMEOUT,
             "delegateTimeoutSeconds",
         )
+    }
+
+    /// How long one Kubernetes API call may take.
+    pub fn api_timeout(&self) -> Result<Duration, CniError> {
+        seconds(
+            self.api_timeout_seconds,
+            DEFAULT_API_TIMEOUT,
+            "apiTimeoutSeconds",
+        )
+    }
+
+    /// The namespaces listed in `globalNamespaces`.
+    pub fn global_namespace_list(&self) -> Vec<&str> {
+        self.global_namespaces
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 
     /// The plugin search path for delegates: `binDir`, then `CNI_PATH`, without repeats.

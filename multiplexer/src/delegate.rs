@@ -14,6 +14,12 @@ pub struct Delegate {
     pub ifname_request: Option<String>,
     /// Capability arguments offered to this network's plugins.
     pub capability_args: Map<String, Value>,
+    /// The name this attachment has in the network-status annotation: `<namespace>/<nad>` for a
+    /// NetworkAttachmentDefinition, else the network's own name.
+    pub status_name: String,
+    /// The gateways this attachment asks to own the pod's default route through (the
+    /// `default-route` key of the networks annotation).
+    pub default_route: Option<Vec<std::net::IpAddr>>,
 }
 
 impl Delegate {
@@ -32,11 +38,14 @@ impl Delegate {
                 m.insert("cniVersion".into(), Value::String(default_version.into()));
             }
         }
+        let network = NetworkConfigList::from_value(value)?;
         Ok(Delegate {
-            network: NetworkConfigList::from_value(value)?,
+            status_name: network.name.clone(),
+            network,
             primary,
             ifname_request: None,
             capability_args: Map::new(),
+            default_route: None,
         })
     }
 }

@@ -29,6 +29,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("protobuf-compiler", "/usr/bin/protoc"),
     ("etcd-server", "/usr/bin/etcd"),
+    ("containerd", "/usr/bin/containerd"),
+    ("runc", "/usr/sbin/runc"),
+    ("busybox-static", "/bin/busybox"),
 ];
 
 /// Runs the whole check; fails if any step failed.
