@@ -1,8 +1,12 @@
 //! Custom resource types Plexus reads and writes, and their YAML.
 //!
 //! * [`NetworkAttachmentDefinition`] (`k8s.cni.cncf.io/v1`): the networks pods ask for.
+//!
+//! [`crds`] lists the CustomResourceDefinition of every resource here and [`crd_yaml`] prints
+//! them as one multi-document YAML stream (`plexusctl crds | kubectl apply -f -`).
 
-use kube::CustomResource;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -22,4 +26,42 @@ pub struct NetworkAttachmentDefinitionSpec {
     /// The CNI configuration or configuration list, as JSON text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub config: String,
+}
+
+/// The CustomResourceDefinition of every Plexus resource, in the order they should be applied.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![NetworkAttachmentDefinition::crd()]
+}
+
+/// Every definition of [`crds`] as YAML, the documents separated by `---` lines.
+pub fn crd_yaml() -> String {
+    crds()
+        .iter()
+        .map(|crd| serde_yaml::to_string(crd).expect("a CustomResourceDefinition serializes"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_yaml_holds_every_crd_and_parses_back() {
+        let yaml = crd_yaml();
+        let docs: Vec<CustomResourceDefinition> = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|doc| CustomResourceDefinition::deserialize(doc).expect("a CRD document"))
+            .collect();
+        assert_eq!(docs, crds());
+        let nad = &docs[0];
+        assert_eq!(
+            nad.metadata.name.as_deref(),
+            Some("network-attachment-definitions.k8s.cni.cncf.io")
+        );
+        assert_eq!(nad.spec.scope, "Namespaced");
+        assert!(
+            yaml.starts_with("apiVersion: apiextensions.k8s.io/v1\n"),
+            "{yaml}"
+        );
+    }
 }

@@ -17,9 +17,8 @@ pub struct Delegate {
     /// The name this attachment has in the network-status annotation: `<namespace>/<nad>` for a
     /// NetworkAttachmentDefinition, else the network's own name.
     pub status_name: String,
-    /// The gateways this attachment asks to own the pod's default route through (the
-    /// `default-route` key of the networks annotation).
-    pub default_route: Option<Vec<std::net::IpAddr>>,
+    /// The pod annotation's element that asked for this network, if one did.
+    pub selection: Option<crate::k8s::selection::NetworkSelection>,
 }
 
 impl Delegate {
@@ -45,7 +44,7 @@ impl Delegate {
             primary,
             ifname_request: None,
             capability_args: Map::new(),
-            default_route: None,
+            selection: None,
         })
     }
 }

@@ -8,11 +8,16 @@
 pub mod cache;
 pub mod commands;
 pub mod config;
+pub mod ctl;
+pub mod default_routes;
 pub mod delegate;
+pub mod k8s;
 pub mod links;
 pub mod logging;
 pub mod netns;
+pub mod network_status;
 pub mod plan;
+pub mod pod_networks;
 pub mod readiness;
 pub mod resolve;
 pub mod teardown;

@@ -4,6 +4,9 @@
 //! [`TestHost`] moves the test thread into a throwaway "node" namespace so
 //! tests can run in parallel without touching the real host, and [`TestPod`]
 //! is a named namespace standing in for a pod sandbox.
+//!
+//! [`cluster::LocalCluster`] is a throwaway Kubernetes API server (etcd plus the cached
+//! kube-apiserver) set up with Plexus's CRDs, RBAC and service account.
 
 use std::fs::File;
 use std::marker::PhantomData;
@@ -13,6 +16,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use nix::sched::{setns, CloneFlags};
 use plexus::links::{self, AddressInfo, LinkError, LinkInfo, RouteInfo};
 use plexus::netns::{self, NetnsError};
+
+pub mod cluster;
+pub mod cri;
 
 /// True if running as root. Otherwise prints "skipped: needs root" and
 /// returns false, unless the `CI` environment variable is set: root tests

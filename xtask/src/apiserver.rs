@@ -8,43 +8,44 @@
 //! about 5 minutes on 2 cores and lands in
 //! `~/.cache/plexus/kube-apiserver-1.20.2`; later runs reuse it.
 //!
-//! [`LocalCluster`] runs that binary against a throwaway etcd.
-
-mod cluster;
-
-pub use cluster::LocalCluster;
+//! `plexus_tests::cluster::LocalCluster` runs that binary against a throwaway etcd; the
+//! Kubernetes-backed tests use it, and `--check` here proves it works.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use plexus_tests::cluster::{self, LocalCluster};
+
 use crate::cmd::{self, Result};
 use crate::packages::{self, ensure_debian_packages};
 
 /// The Kubernetes version Debian's source package builds.
-pub const VERSION: &str = "1.20.2";
+pub const VERSION: &str = cluster::APISERVER_VERSION;
 /// Where Debian's `golang-1.15-go` puts `go`.
 const GO_BIN: &str = "/usr/lib/go-1.15/bin";
 
 /// `~/.cache/plexus` (or `$XDG_CACHE_HOME/plexus`).
 pub fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
-        });
-    base.join("plexus")
+    cluster::cache_dir()
 }
 
-/// Where the cached kube-apiserver lives.
+/// Where the cached kube-apiserver lives (where the tests look for it).
 pub fn cached_path() -> PathBuf {
-    cache_dir().join(format!("kube-apiserver-{VERSION}"))
+    cluster::cached_apiserver_path()
 }
 
-/// Returns the cached kube-apiserver, building it first if it is missing.
+/// What a [`LocalCluster`] runs besides the kube-apiserver.
+const CLUSTER_PACKAGES: &[(&str, &str)] = &[
+    ("etcd-server", "/usr/bin/etcd"),
+    ("openssl", "/usr/bin/openssl"),
+];
+
+/// Returns the cached kube-apiserver, building it first if it is missing, and installs what
+/// else a local cluster needs (etcd, openssl).
 pub fn ensure() -> Result<PathBuf> {
+    ensure_debian_packages(CLUSTER_PACKAGES)?;
     let path = cached_path();
     if is_executable(&path) {
         eprintln!("kube-apiserver {VERSION}: cached at {}", path.display());
@@ -67,37 +68,72 @@ pub struct ApiserverArgs {
     /// Also start it (with etcd) on loopback, check `/readyz` and `/version`, and stop it.
     #[arg(long)]
     pub check: bool,
+    /// Start a local cluster (as the tests get it) and keep it running until stdin closes
+    /// (Enter or Ctrl-D), for trying Plexus or `kubectl` against it.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 /// `cargo xtask apiserver`: ensures the binary, prints its path, and with
-/// `--check` proves it serves.
+/// `--check` proves it serves; `--serve` keeps a cluster running.
 pub fn run(args: &ApiserverArgs) -> Result {
     let path = ensure()?;
     if args.check {
         check(&path)?;
     }
+    if args.serve {
+        return serve(&path);
+    }
     println!("{}", path.display());
+    Ok(())
+}
+
+/// Runs a [`LocalCluster`] until stdin closes.
+fn serve(apiserver: &Path) -> Result {
+    use std::io::Read;
+    let cluster = LocalCluster::start_with(apiserver).map_err(|e| e as cmd::Error)?;
+    println!("server:            {}", cluster.url);
+    println!("admin kubeconfig:  {}", cluster.kubeconfig.display());
+    println!("plexus kubeconfig: {}", cluster.sa_kubeconfig().display());
+    println!(
+        "audit log:         {}",
+        cluster.dir().join("audit.log").display()
+    );
+    eprintln!("serving until stdin closes (Enter or Ctrl-D)");
+    let mut byte = [0u8; 1];
+    let _ = std::io::stdin().read(&mut byte);
+    cluster.stop();
     Ok(())
 }
 
 /// Starts a [`LocalCluster`] on `apiserver`, asks it a few authenticated
 /// questions, and stops it.
 pub fn check(apiserver: &Path) -> Result {
-    let cluster = LocalCluster::start(apiserver)?;
+    cmd::step("local cluster: etcd, kube-apiserver, Plexus's CRDs, RBAC and service account");
+    let cluster = LocalCluster::start_with(apiserver).map_err(|e| e as cmd::Error)?;
     eprintln!(
-        "etcd {}, kubeconfig {}, logs in {}",
+        "started in {:.1}s: etcd {}, admin kubeconfig {}, Plexus kubeconfig {}, logs in {}",
+        cluster.startup_time().as_secs_f64(),
         cluster.etcd_url,
         cluster.kubeconfig.display(),
+        cluster.sa_kubeconfig().display(),
         cluster.dir().display()
     );
-    for path in ["/readyz", "/version", "/api/v1/namespaces/default"] {
+    for path in [
+        "/readyz",
+        "/version",
+        "/api/v1/namespaces/default",
+        "/apis/k8s.cni.cncf.io/v1",
+    ] {
         let body = cluster
-            .get(path)?
+            .get(path)
+            .map_err(|e| e as cmd::Error)?
             .ok_or_else(|| format!("GET {path} was refused"))?;
         eprintln!("GET {path}: {}", body.trim());
     }
+    let requests = cluster.audit_events().len();
     cluster.stop();
-    eprintln!("kube-apiserver {VERSION}: check passed");
+    eprintln!("kube-apiserver {VERSION}: check passed ({requests} requests in the audit log)");
     Ok(())
 }
 

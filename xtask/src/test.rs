@@ -94,13 +94,13 @@ pub fn run(args: &TestArgs) -> Result {
     report.finish(counts)
 }
 
-/// Everything the tests need on the machine before they run.
-///
-/// This is the hook for later prerequisites: the Kubernetes-backed tests will
-/// also need `crate::apiserver::ensure()` here (the cached kube-apiserver),
-/// with its path handed to the tests through an environment variable.
+/// Everything the tests need on the machine before they run, including the
+/// cached kube-apiserver of the Kubernetes-backed tests (built on first use;
+/// the tests find it in the cache, or through `PLEXUS_KUBE_APISERVER`).
 pub fn ensure_test_prerequisites() -> Result {
-    ensure_debian_packages(TEST_PACKAGES)
+    ensure_debian_packages(TEST_PACKAGES)?;
+    crate::apiserver::ensure()?;
+    Ok(())
 }
 
 /// Cargo's target directory for this workspace (honours `CARGO_TARGET_DIR`).

@@ -11,16 +11,30 @@ use serde_json::Value;
 
 use super::Context;
 use crate::cache::{CacheEntry, CachedAttachment, CACHE_KIND};
+use crate::k8s::client::KubeApi;
+use crate::k8s::default_route::DefaultRoute;
 use crate::plan::{self, Attachment};
-use crate::{links, readiness, resolve, teardown};
+use crate::pod_networks::{self, PodInfo, PodRef};
+use crate::{default_routes, links, network_status, readiness, resolve, teardown};
 
 /// Runs ADD and returns the primary network's result in Plexus's own version.
 pub(super) async fn run(ctx: &Context) -> Result<Value, CniError> {
     if let Some(file) = &ctx.config.readiness_indicator_file {
         readiness::wait_for(file, ctx.config.readiness_timeout()?).await?;
     }
-    let delegates = resolve::static_delegates(&ctx.config)?;
+    let kube = ctx.kube_api().await?;
+    let pod = match (&kube, PodRef::from_cni_args(&ctx.env.args)) {
+        (Some(api), Some(pod)) => {
+            Some(pod_networks::load_pod(api, pod, &ctx.config.runtime_config).await?)
+        }
+        _ => None,
+    };
+    let delegates = match (&kube, &pod) {
+        (Some(api), Some(info)) => pod_networks::pod_delegates(&ctx.config, api, info).await?,
+        _ => resolve::static_delegates(&ctx.config)?,
+    };
     let plan = plan::assign_ifnames(delegates, &ctx.env.ifname)?;
+    let route_owner = default_routes::owner(&plan)?;
     let netns = ctx.netns();
     refuse_names_in_use(Path::new(&netns), &plan)?;
     clear_stale_entry(ctx).await?;
@@ -35,25 +49,72 @@ pub(super) async fn run(ctx: &Context) -> Result<Value, CniError> {
     };
     ctx.cache.store(&entry)?;
 
-    let mut primary: Option<CniResult> = None;
+    let mut results: Vec<CniResult> = Vec::with_capacity(plan.len());
     for (index, attachment) in plan.iter().enumerate() {
-        let network = &attachment.delegate.network;
         let rctx = ctx.runtime_context(&entry.attachments[index], &netns);
-        match list::add(network, &rctx).await {
+        match list::add(&attachment.delegate.network, &rctx).await {
             Ok(result) => {
-                entry.attachments[index].result = Some(result.to_value(network.version));
-                if attachment.delegate.primary {
-                    primary = Some(result);
-                }
+                entry.attachments[index].result =
+                    Some(result.to_value(attachment.delegate.network.version));
+                results.push(result);
             }
             Err(failure) => {
                 return Err(roll_back(ctx, &entry, index, &netns, attachment, &failure).await);
             }
         }
     }
+    let finished = finish(
+        &plan,
+        &mut results,
+        route_owner.as_ref(),
+        kube.as_ref(),
+        pod.as_ref(),
+        &netns,
+    )
+    .await;
+    if let Err(e) = finished {
+        return Err(roll_back_all(ctx, &entry, &netns, e).await);
+    }
+    for ((cached, attachment), result) in entry.attachments.iter_mut().zip(&plan).zip(&results) {
+        cached.result = Some(result.to_value(attachment.delegate.network.version));
+    }
     ctx.cache.store(&entry)?;
-    let result = primary.unwrap_or_default();
-    Ok(result.to_value(ctx.version))
+    let primary = plan
+        .iter()
+        .zip(results)
+        .find(|(a, _)| a.delegate.primary)
+        .map(|(_, r)| r)
+        .unwrap_or_default();
+    Ok(primary.to_value(ctx.version))
+}
+
+/// What follows a complete attachment: the default route goes where the pod asked, and the
+/// network-status annotation is written.
+async fn finish(
+    plan: &[Attachment],
+    results: &mut [CniResult],
+    route_owner: Option<&DefaultRoute>,
+    kube: Option<&KubeApi>,
+    pod: Option<&PodInfo>,
+    netns: &str,
+) -> Result<(), CniError> {
+    if let Some(owner) = route_owner {
+        default_routes::apply(Path::new(netns), plan, results, owner)?;
+    }
+    if let (Some(api), Some(pod)) = (kube, pod) {
+        let statuses = network_status::statuses(plan, results);
+        network_status::write(api, pod, &statuses)
+            .await
+            .map_err(|e| CniError {
+                msg: format!(
+                    "writing the network-status of pod {}: {}",
+                    pod.pod.display(),
+                    e.msg
+                ),
+                ..e
+            })?;
+    }
+    Ok(())
 }
 
 /// Refuses to start when an interface Plexus is about to create already exists in the pod.
@@ -96,10 +157,21 @@ async fn clear_stale_entry(ctx: &Context) -> Result<(), CniError> {
     Ok(())
 }
 
+/// Deletes every attachment after a failure that followed them all (the default route, the
+/// network-status write), and returns the error to report.
+async fn roll_back_all(
+    ctx: &Context,
+    entry: &CacheEntry,
+    netns: &str,
+    error: CniError,
+) -> CniError {
+    let failures =
+        teardown::detach_all(&entry.attachments, |a| ctx.runtime_context(a, netns)).await;
+    record_rollback(ctx, entry, failures, entry.attachments.len(), error)
+}
+
 /// Deletes what was attempted after attachment `failed` failed (the plugins of that attachment
 /// that started, then every earlier attachment, in reverse), and returns the error to report.
-/// After a complete rollback the cache entry is kept with no attachments; otherwise it keeps
-/// them all so that the runtime's DEL can finish the job.
 async fn roll_back(
     ctx: &Context,
     entry: &CacheEntry,
@@ -128,17 +200,28 @@ async fn roll_back(
             .await
             .0,
     );
-    let attempted = &entry.attachments[..=failed];
-    let mut error = CniError {
+    let error = CniError {
         msg: format!(
             "attaching network {:?} as {}: {}",
             attachment.delegate.network.name, attachment.ifname, error.msg
         ),
         ..error
     };
+    record_rollback(ctx, entry, failures, failed + 1, error)
+}
+
+/// Records the outcome of a rollback and returns the error to report. After a complete rollback
+/// the cache entry is kept with no attachments, so that the runtime's DEL finds nothing to undo
+/// instead of guessing from the configuration; otherwise it keeps them all so that the runtime's
+/// DEL can finish the job, and the error's details list what could not be undone.
+fn record_rollback(
+    ctx: &Context,
+    entry: &CacheEntry,
+    failures: teardown::TeardownFailures,
+    attempted: usize,
+    mut error: CniError,
+) -> CniError {
     if failures.is_empty() {
-        // Nothing is attached any more: the entry stays, empty, so that the runtime's DEL finds
-        // nothing to undo instead of guessing from the configuration.
         let empty = CacheEntry {
             attachments: Vec::new(),
             ..entry.clone()
@@ -147,7 +230,7 @@ async fn roll_back(
             tracing::warn!("recording the complete rollback: {e}");
         }
     } else {
-        let rollback = failures.to_cni_error(attempted.len());
+        let rollback = failures.to_cni_error(attempted);
         error.details = if error.details.is_empty() {
             format!("rollback incomplete: {}", rollback.msg)
         } else {

@@ -5,6 +5,7 @@ use plexus_cni::{CniError, ErrorCode};
 
 use super::Context;
 use crate::cache::{CacheError, CachedAttachment};
+use crate::pod_networks::{self, PodRef};
 use crate::{plan, resolve, teardown};
 
 /// Runs DEL. A missing network namespace is tolerated; a repeated DEL succeeds.
@@ -13,11 +14,20 @@ pub(super) async fn run(ctx: &Context) -> Result<(), CniError> {
     let id = &ctx.env.container_id;
     let attachments = match ctx.cache.load(id) {
         Ok(Some(entry)) => entry.attachments,
-        Ok(None) => from_config(ctx)?,
+        Ok(None) => {
+            let (attachments, unknown) = without_cache(ctx).await?;
+            let failures =
+                teardown::detach_all(&attachments, |a| ctx.runtime_context(a, &netns)).await;
+            if !failures.is_empty() {
+                return Err(failures.to_cni_error(attachments.len()));
+            }
+            // The pod's own networks could not be read: say so, so that the runtime retries.
+            return unknown.map_or(Ok(()), Err);
+        }
         Err(corrupt @ CacheError::Corrupt { .. }) => {
             // Tear down what the configuration names, but say that the cache was unreadable: the
             // file stays for inspection (GC removes it once the container is gone).
-            let attachments = from_config(ctx)?;
+            let (attachments, _) = without_cache(ctx).await?;
             let failures =
                 teardown::detach_all(&attachments, |a| ctx.runtime_context(a, &netns)).await;
             let mut error = CniError::from(corrupt);
@@ -41,6 +51,47 @@ fn existing_netns(ctx: &Context) -> String {
     match &ctx.env.netns {
         Some(p) if p.exists() => p.to_string_lossy().into_owned(),
         _ => String::new(),
+    }
+}
+
+/// The attachments of a container with no cache entry: the pod's networks as the API server
+/// describes them now, else those the configuration names. When the pod's networks could not be
+/// read (the API server is down), the second value says so.
+async fn without_cache(
+    ctx: &Context,
+) -> Result<(Vec<CachedAttachment>, Option<CniError>), CniError> {
+    let mut unknown = None;
+    if let (Some(pod), Ok(Some(api))) = (PodRef::from_cni_args(&ctx.env.args), ctx.kube_api().await)
+    {
+        let from_api = async {
+            let info = pod_networks::load_pod(&api, pod, &ctx.config.runtime_config).await?;
+            pod_networks::pod_delegates(&ctx.config, &api, &info).await
+        };
+        match from_api.await {
+            Ok(delegates) => {
+                let plan = plan::assign_ifnames(delegates, &ctx.env.ifname)?;
+                return Ok((plan.iter().map(plan::Attachment::to_cached).collect(), None));
+            }
+            // The API server could not be asked: say so after tearing down what the
+            // configuration names, so that the runtime retries.
+            Err(e) if e.error_code() == ErrorCode::TryAgainLater => {
+                unknown = Some(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!(
+                        "no cache entry for container {:?}, and its pod's networks could not be read: {}",
+                        ctx.env.container_id, e.msg
+                    ),
+                ))
+            }
+            // The pod is gone, or its networks cannot be planned (a NAD that does not exist, a
+            // bad annotation): ADD would have failed the same way before attaching anything, so
+            // only what the configuration names can be left to tear down.
+            Err(e) => tracing::info!("DEL without a cache entry: {}", e.msg),
+        }
+    }
+    match from_config(ctx) {
+        Ok(attachments) => Ok((attachments, unknown)),
+        Err(e) => Err(unknown.unwrap_or(e)),
     }
 }
 

@@ -100,24 +100,40 @@ pub fn delegate_version(version: &str) -> &str {
     }
 }
 
-/// A throwaway node (its own network namespace) with a veth pair whose one end is the macvlan
-/// master, a state directory, and helpers to build configurations.
+/// A node for one test: a veth pair whose one end is the macvlan master, a bridge name, a
+/// state directory, and helpers to build configurations. Either a throwaway node namespace of
+/// its own ([`Lab::new`]), or the real host with names of its own ([`Lab::on_host`], for tests
+/// whose plugins must reach a local API server on the host's loopback).
 pub struct Lab {
     pub dir: tempfile::TempDir,
     pub master: String,
-    pub host: TestHost,
+    pub peer: String,
+    pub bridge: String,
+    pub host: Option<TestHost>,
 }
 
 impl Lab {
     /// Enters a new node namespace and creates the macvlan master there.
     pub fn new() -> Lab {
         let host = TestHost::enter();
+        Lab::with_host(Some(host), "pxbr0".into())
+    }
+
+    /// Works in the host's own namespace, with a uniquely named bridge and macvlan master (both
+    /// removed on drop). The bridge gets no address, so the host's routes do not change.
+    pub fn on_host() -> Lab {
+        Lab::with_host(None, unique_name("pxbr"))
+    }
+
+    fn with_host(host: Option<TestHost>, bridge: String) -> Lab {
         let master = unique_name("pxm");
         let peer = unique_name("pxp");
         links::create_veth(None, &master, &peer).expect("create the macvlan master");
         Lab {
             dir: tempfile::tempdir().expect("temp dir"),
             master,
+            peer,
+            bridge,
             host,
         }
     }
@@ -134,10 +150,16 @@ impl Lab {
 
     /// The bridge primary network.
     pub fn bridge(&self, version: &str) -> Value {
+        let gateway = self.host.is_some();
+        let routes = if gateway {
+            json!([{"dst": "0.0.0.0/0"}])
+        } else {
+            json!([])
+        };
         json!({
-            "cniVersion": version, "name": "pods", "type": "bridge", "bridge": "pxbr0",
-            "isGateway": true,
-            "ipam": {"type": "host-local", "subnet": "10.10.0.0/24", "routes": [{"dst": "0.0.0.0/0"}], "dataDir": self.ipam_dir()}
+            "cniVersion": version, "name": "pods", "type": "bridge", "bridge": self.bridge,
+            "isGateway": gateway,
+            "ipam": {"type": "host-local", "subnet": "10.10.0.0/24", "routes": routes, "dataDir": self.ipam_dir()}
         })
     }
 

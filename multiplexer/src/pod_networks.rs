@@ -1,0 +1,322 @@
+//! The networks of a Kubernetes pod: the primary (the default-network annotation, the cluster
+//! network, or the first static delegate), then `defaultNetworks`, then the NetworkAttachment-
+//! Definitions its `k8s.v1.cni.cncf.io/networks` annotation names, in order.
+
+use std::collections::{BTreeMap, HashMap};
+
+use plexus_cni::env::CniArgs;
+use plexus_cni::{CniError, ErrorCode};
+use serde_json::{Map, Value};
+
+use crate::config::PlexusConfig;
+use crate::delegate::Delegate;
+use crate::k8s::client::KubeApi;
+use crate::k8s::selection::{self, NetworkSelection};
+use crate::k8s::{capability, nad};
+use crate::resolve;
+
+/// The runtimeConfig key under which containerd hands a plugin the pod's annotations.
+pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
+
+/// The pod a CNI call is for, from `CNI_ARGS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    /// `K8S_POD_NAMESPACE`.
+    pub namespace: String,
+    /// `K8S_POD_NAME`.
+    pub name: String,
+    /// `K8S_POD_UID`, when the runtime gives it.
+    pub uid: Option<String>,
+}
+
+impl PodRef {
+    /// The pod named in `CNI_ARGS`; `None` when the call is not for a Kubernetes pod.
+    pub fn from_cni_args(args: &CniArgs) -> Option<PodRef> {
+        let get = |k| args.get(k).filter(|v| !v.is_empty()).map(str::to_string);
+        Some(PodRef {
+            namespace: get("K8S_POD_NAMESPACE")?,
+            name: get("K8S_POD_NAME")?,
+            uid: get("K8S_POD_UID"),
+        })
+    }
+
+    /// `namespace/name`.
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What ADD knows about the pod.
+#[derive(Debug, Clone)]
+pub struct PodInfo {
+    /// Which pod.
+    pub pod: PodRef,
+    /// Its annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The UID to make the network-status write conditional on (none for static pods, whose
+    /// mirror object has another UID).
+    pub status_uid: Option<String>,
+}
+
+/// True for a static pod (from a file on the node): its API object is a mirror with another UID.
+fn is_static_pod(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.contains_key("kubernetes.io/config.mirror")
+        || annotations
+            .get("kubernetes.io/config.source")
+            .map(String::as_str)
+            == Some("file")
+}
+
+/// Reads the pod's annotations: from the runtime when it handed them over in `runtimeConfig`
+/// (containerd does, for a plugin that declares the capability), else with one GET.
+pub async fn load_pod(
+    api: &KubeApi,
+    pod: PodRef,
+    runtime_config: &Map<String, Value>,
+) -> Result<PodInfo, CniError> {
+    if let Some(Value::Object(given)) = runtime_config.get(POD_ANNOTATIONS_CAPABILITY) {
+        let annotations: BTreeMap<String, String> = given
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        let status_uid = pod.uid.clone().filter(|_| !is_static_pod(&annotations));
+        return Ok(PodInfo {
+            pod,
+            annotations,
+            status_uid,
+        });
+    }
+    let object = api
+        .get_pod(&pod.namespace, &pod.name)
+        .await
+        .map_err(CniError::from)?
+        .ok_or_else(|| {
+            CniError::new(
+                ErrorCode::UnknownContainer,
+                format!("pod {} does not exist", pod.display()),
+            )
+        })?;
+    let annotations: BTreeMap<String, String> = object
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let actual_uid = object.metadata.uid.clone();
+    if let (Some(want), Some(actual)) = (&pod.uid, &actual_uid) {
+        if want != actual && !is_static_pod(&annotations) {
+            return Err(CniError::new(
+                ErrorCode::UnknownContainer,
+                format!(
+                    "pod {} has UID {actual}, not {want}: it was deleted and re-created",
+                    pod.display()
+                ),
+            ));
+        }
+    }
+    Ok(PodInfo {
+        pod,
+        annotations,
+        status_uid: actual_uid,
+    })
+}
+
+/// Fetches NetworkAttachmentDefinitions, each distinct one once per call.
+struct NadFetcher<'a> {
+    api: &'a KubeApi,
+    config: &'a PlexusConfig,
+    seen: HashMap<(String, String), Option<Value>>,
+}
+
+impl NadFetcher<'_> {
+    /// The delegate configuration of NAD `namespace/name`; `None` when it does not exist.
+    async fn config(&mut self, namespace: &str, name: &str) -> Result<Option<Value>, CniError> {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(found) = self.seen.get(&key) {
+            return Ok(found.clone());
+        }
+        let object = self
+            .api
+            .get_nad(namespace, name)
+            .await
+            .map_err(CniError::from)?;
+        let value = match object {
+            Some(nad) => Some(
+                nad::delegate_config(namespace, name, &nad.spec.config, &self.config.conf_dir)
+                    .map_err(CniError::from)?,
+            ),
+            None => None,
+        };
+        self.seen.insert(key, value.clone());
+        Ok(value)
+    }
+
+    /// A NAD that must exist.
+    async fn required(&mut self, namespace: &str, name: &str) -> Result<Value, CniError> {
+        self.config(namespace, name).await?.ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!("NetworkAttachmentDefinition {namespace}/{name} does not exist"),
+            )
+        })
+    }
+
+    /// A network named by `clusterNetwork` or `defaultNetworks`: a NAD in `multusNamespace`, else
+    /// a file of that name in `confDir`, else (with a `/`) a path.
+    async fn by_name(&mut self, spec: &str) -> Result<(Value, String), CniError> {
+        if !spec.contains('/') {
+            let ns = self.config.multus_namespace.clone();
+            if let Some(value) = self.config(&ns, spec).await? {
+                return Ok((value, nad::status_name(&ns, spec)));
+            }
+        }
+        let value = resolve::cluster_network(spec, self.config).map_err(CniError::from)?;
+        let name = value
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(spec)
+            .to_string();
+        Ok((value, name))
+    }
+}
+
+/// A delegate for a network a pod asked for, with its runtimeConfig checked against the
+/// capabilities its plugins declare.
+fn selected_delegate(
+    mut value: Value,
+    sel: NetworkSelection,
+    config: &PlexusConfig,
+    primary: bool,
+    base_args: &Map<String, Value>,
+) -> Result<Delegate, CniError> {
+    if let Some(args) = &sel.cni_args {
+        capability::merge_cni_args(&mut value, args);
+    }
+    let mut delegate = Delegate::from_value(value, &config.cni_version, primary).map_err(|e| {
+        CniError::new(
+            e.code(),
+            format!("network {}/{}: {e}", sel.namespace, sel.name),
+        )
+    })?;
+    let requested = capability::capability_args(&sel);
+    capability::require_capabilities(&delegate.network, &requested).map_err(CniError::from)?;
+    let mut args = base_args.clone();
+    args.extend(requested);
+    delegate.capability_args = args;
+    delegate.status_name = nad::status_name(&sel.namespace, &sel.name);
+    if !primary {
+        delegate.ifname_request = sel.interface.clone();
+    }
+    delegate.selection = Some(sel);
+    Ok(delegate)
+}
+
+/// Refuses a NAD of another namespace under `namespaceIsolation`.
+fn check_isolation(
+    config: &PlexusConfig,
+    pod: &PodRef,
+    sel: &NetworkSelection,
+) -> Result<(), CniError> {
+    if !config.namespace_isolation
+        || sel.namespace == pod.namespace
+        || config
+            .global_namespace_list()
+            .contains(&sel.namespace.as_str())
+    {
+        return Ok(());
+    }
+    Err(CniError::new(
+        ErrorCode::InvalidNetworkConfig,
+        format!(
+            "namespace isolation: pod {} may not use NetworkAttachmentDefinition {}/{} (allowed: its own namespace and {:?})",
+            pod.display(),
+            sel.namespace,
+            sel.name,
+            config.global_namespace_list()
+        ),
+    ))
+}
+
+/// Every network of the pod, in attachment order, the primary first.
+pub async fn pod_delegates(
+    config: &PlexusConfig,
+    api: &KubeApi,
+    info: &PodInfo,
+) -> Result<Vec<Delegate>, CniError> {
+    let mut nads = NadFetcher {
+        api,
+        config,
+        seen: HashMap::new(),
+    };
+    let kubelet_args = &config.runtime_config;
+    let mut delegates: Vec<Delegate> = Vec::new();
+
+    // The primary network.
+    if let Some(text) = info.annotations.get(selection::DEFAULT_NETWORK_ANNOTATION) {
+        let sel = selection::parse_default_network(text, &config.multus_namespace)
+            .map_err(CniError::from)?;
+        let value = nads.required(&sel.namespace, &sel.name).await?;
+        delegates.push(selected_delegate(value, sel, config, true, kubelet_args)?);
+    } else if let Some(spec) = &config.cluster_network {
+        let (value, status_name) = nads.by_name(spec).await?;
+        let mut d = Delegate::from_value(value, &config.cni_version, true)
+            .map_err(|e| CniError::new(e.code(), format!("clusterNetwork {spec:?}: {e}")))?;
+        d.capability_args = kubelet_args.clone();
+        d.status_name = status_name;
+        delegates.push(d);
+    } else {
+        delegates.extend(resolve::static_delegates(config).map_err(CniError::from)?);
+    }
+
+    // defaultNetworks, except for system namespaces.
+    if !config.system_namespaces.contains(&info.pod.namespace) {
+        for spec in &config.default_networks {
+            let (value, status_name) = nads.by_name(spec).await?;
+            let mut d = Delegate::from_value(value, &config.cni_version, false)
+                .map_err(|e| CniError::new(e.code(), format!("defaultNetworks {spec:?}: {e}")))?;
+            d.status_name = status_name;
+            delegates.push(d);
+        }
+    }
+
+    // The networks the pod asks for.
+    if let Some(text) = info.annotations.get(selection::NETWORKS_ANNOTATION) {
+        let selections =
+            selection::parse_networks(text, &info.pod.namespace).map_err(CniError::from)?;
+        for sel in selections {
+            check_isolation(config, &info.pod, &sel)?;
+            let value = nads.required(&sel.namespace, &sel.name).await?;
+            delegates.push(selected_delegate(value, sel, config, false, &Map::new())?);
+        }
+    }
+    Ok(delegates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_ref_from_cni_args() {
+        let args = CniArgs::parse(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u1",
+        )
+        .unwrap();
+        let pod = PodRef::from_cni_args(&args).unwrap();
+        assert_eq!(pod.display(), "ns/web");
+        assert_eq!(pod.uid.as_deref(), Some("u1"));
+        assert!(PodRef::from_cni_args(&CniArgs::parse("K8S_POD_NAME=web").unwrap()).is_none());
+    }
+
+    #[test]
+    fn static_pods_are_recognised() {
+        let mut a = BTreeMap::new();
+        assert!(!is_static_pod(&a));
+        a.insert(
+            "kubernetes.io/config.source".to_string(),
+            "file".to_string(),
+        );
+        assert!(is_static_pod(&a));
+    }
+}
