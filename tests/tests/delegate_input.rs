@@ -4,23 +4,20 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{run_plexus_raw, Lab};
+use common::{run_plexus_raw, script_plugin, Lab};
 use plexus_tests::{root_or_skip, TestPod};
 use serde_json::{json, Value};
 
 /// A delegate that records its stdin and environment, then answers with a minimal result.
 fn recorder(dir: &Path) {
-    let script = format!(
-        "#!/bin/sh\nname=\"$CNI_COMMAND-$CNI_IFNAME\"\ncat > {d}/$name.stdin\nenv | grep ^CNI_ | sort > {d}/$name.env\n\
-         [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"interfaces\":[{{\"name\":\"'$CNI_IFNAME'\",\"sandbox\":\"'$CNI_NETNS'\"}}],\"ips\":[{{\"address\":\"10.1.2.3/24\",\"interface\":0}}]}}'\nexit 0\n",
+    let body = format!(
+        "name=\"$CNI_COMMAND-$CNI_IFNAME\"\ncat > {d}/$name.stdin\nenv | grep ^CNI_ | sort > {d}/$name.env\n\
+         [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"interfaces\":[{{\"name\":\"'$CNI_IFNAME'\",\"sandbox\":\"'$CNI_NETNS'\"}}],\"ips\":[{{\"address\":\"10.1.2.3/24\",\"interface\":0}}]}}'\nexit 0",
         d = dir.display()
     );
-    let p = dir.join("recorder");
-    std::fs::write(&p, script).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script_plugin(dir, "recorder", &body);
 }
 
 #[test]

@@ -11,11 +11,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{addresses_of, ns, run_plexus_raw, Lab, Outcome};
+use common::{addresses_of, ns, run_plexus_raw, script_plugin, Lab, Outcome};
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
 use kube::api::{Api, PostParams};
 use kube::core::ObjectMeta;
@@ -213,14 +212,12 @@ impl Scenario {
     /// A delegate plugin in this scenario's bin dir that records its stdin per interface name.
     fn recorder(&self) -> PathBuf {
         let bin = self.lab.dir.path().join("bin");
-        let script = format!(
-            "#!/bin/sh\ncat > {d}/$CNI_COMMAND-$CNI_IFNAME.stdin\n\
-             [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"interfaces\":[{{\"name\":\"'$CNI_IFNAME'\",\"sandbox\":\"'$CNI_NETNS'\"}}],\"ips\":[{{\"address\":\"10.77.0.9/24\",\"interface\":0}}]}}'\nexit 0\n",
+        let body = format!(
+            "cat > {d}/$CNI_COMMAND-$CNI_IFNAME.stdin\n\
+             [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"interfaces\":[{{\"name\":\"'$CNI_IFNAME'\",\"sandbox\":\"'$CNI_NETNS'\"}}],\"ips\":[{{\"address\":\"10.77.0.9/24\",\"interface\":0}}]}}'\nexit 0",
             d = bin.display()
         );
-        let p = bin.join("recorder");
-        std::fs::write(&p, script).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script_plugin(&bin, "recorder", &body);
         bin
     }
 }

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ns, run_plexus, Lab};
+use common::{ns, run_plexus, script_plugin, Lab};
 use plexus_tests::{cni_plugin_dir, plexus_bin_dir, root_or_skip, TestPod};
 use serde_json::json;
 
@@ -20,10 +19,7 @@ fn del_after_a_crash_between_two_delegates_removes_everything() {
     let pod = TestPod::new("pxpod");
     // A third delegate that never answers, so that plexus can be killed while it runs.
     let bin = lab.dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let hang = bin.join("hang");
-    std::fs::write(&hang, "#!/bin/sh\nexec sleep 60\n").unwrap();
-    std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hang = script_plugin(&bin, "hang", "exec sleep 60");
     let mut config = lab.plexus(
         "1.0.0",
         vec![
@@ -156,10 +152,7 @@ fn a_failing_delegate_del_keeps_the_cache_entry_for_the_retry() {
     let lab = Lab::new();
     let pod = TestPod::new("pxpod");
     let bin = lab.dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let flaky = bin.join("flaky");
-    std::fs::write(&flaky, "#!/bin/sh\necho '{\"cniVersion\":\"1.0.0\"}'\n").unwrap();
-    std::fs::set_permissions(&flaky, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let flaky = script_plugin(&bin, "flaky", "echo '{\"cniVersion\":\"1.0.0\"}'");
     let mut config = lab.plexus(
         "1.0.0",
         vec![

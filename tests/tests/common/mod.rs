@@ -273,6 +273,16 @@ pub fn addresses_of(pod: &TestPod, ifname: &str) -> Vec<ipnet::IpNet> {
         .collect()
 }
 
+/// Writes an executable shell script `dir/name` (a stand-in delegate plugin) and returns its path.
+pub fn script_plugin(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
 /// True when the file exists.
 pub fn exists(p: &Path) -> bool {
     p.exists()
