@@ -5,32 +5,17 @@
 //! [`crds`] lists the CustomResourceDefinition of every resource here and [`crd_yaml`] prints
 //! them as one multi-document YAML stream (`plexusctl crds | kubectl apply -f -`).
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{CustomResource, CustomResourceExt};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+mod nad;
 
-/// The spec of a NetworkAttachmentDefinition: a CNI configuration as a JSON string. An empty
-/// `config` means "the file with this network's name in the configuration directory".
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "k8s.cni.cncf.io",
-    version = "v1",
-    kind = "NetworkAttachmentDefinition",
-    plural = "network-attachment-definitions",
-    shortname = "net-attach-def",
-    shortname = "nad",
-    namespaced
-)]
-pub struct NetworkAttachmentDefinitionSpec {
-    /// The CNI configuration or configuration list, as JSON text.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub config: String,
-}
+pub use nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+#[cfg(test)]
+use serde::Deserialize;
 
 /// The CustomResourceDefinition of every Plexus resource, in the order they should be applied.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![NetworkAttachmentDefinition::crd()]
+    vec![nad::crd()]
 }
 
 /// Every definition of [`crds`] as YAML, the documents separated by `---` lines.

@@ -900,3 +900,83 @@ fn random_hex(bytes: usize) -> io::Result<String> {
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rbac_yaml_is_least_privilege() {
+        let objects = yaml_objects(RBAC_YAML).unwrap();
+        let kinds: Vec<_> = objects
+            .iter()
+            .map(|o| o.types.as_ref().unwrap().kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
+        );
+        assert_eq!(objects[0].metadata.namespace.as_deref(), Some(SA_NAMESPACE));
+        assert_eq!(objects[0].metadata.name.as_deref(), Some(SA_NAME));
+        let rules = objects[1].data["rules"].as_array().unwrap();
+        let grants: Vec<(String, String, Vec<String>)> = rules
+            .iter()
+            .flat_map(|rule| {
+                let verbs: Vec<String> = serde_json::from_value(rule["verbs"].clone()).unwrap();
+                let groups: Vec<String> =
+                    serde_json::from_value(rule["apiGroups"].clone()).unwrap();
+                let resources: Vec<String> =
+                    serde_json::from_value(rule["resources"].clone()).unwrap();
+                groups.into_iter().flat_map(move |g| {
+                    let verbs = verbs.clone();
+                    resources
+                        .clone()
+                        .into_iter()
+                        .map(move |r| (g.clone(), r, verbs.clone()))
+                })
+            })
+            .collect();
+        let expected = |g: &str, r: &str, v: &[&str]| {
+            (
+                g.to_string(),
+                r.to_string(),
+                v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            grants,
+            [
+                expected("", "pods", &["get", "patch"]),
+                expected(
+                    "k8s.cni.cncf.io",
+                    "network-attachment-definitions",
+                    &["get", "list", "watch"]
+                ),
+                expected(
+                    "coordination.k8s.io",
+                    "leases",
+                    &["get", "list", "watch", "create", "update", "patch", "delete"]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn kubeconfigs_parse() {
+        let with_ca = kubeconfig_yaml(
+            "https://127.0.0.1:6443",
+            Some(Path::new("/x/ca.crt")),
+            "plexus",
+            "tokenFile: /x/token",
+        );
+        let parsed = kube::config::Kubeconfig::from_yaml(&with_ca).unwrap();
+        let user = parsed.auth_infos[0].auth_info.as_ref().unwrap();
+        assert_eq!(user.token_file.as_deref(), Some("/x/token"));
+        let cluster = parsed.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(cluster.certificate_authority.as_deref(), Some("/x/ca.crt"));
+        let insecure = kubeconfig_yaml("https://127.0.0.1:6443", None, "admin", "token: t");
+        let parsed = kube::config::Kubeconfig::from_yaml(&insecure).unwrap();
+        let cluster = parsed.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(cluster.insecure_skip_tls_verify, Some(true));
+    }
+}

@@ -49,12 +49,17 @@ impl Env {
             .expect("create namespace");
     }
 
+    /// Creates a NAD; a `Null` config leaves `spec.config` empty.
     fn nad(&self, namespace: &str, name: &str, config: &Value) {
         let api: Api<NetworkAttachmentDefinition> = Api::namespaced(self.admin.clone(), namespace);
         let mut nad = NetworkAttachmentDefinition::new(
             name,
             NetworkAttachmentDefinitionSpec {
-                config: config.to_string(),
+                config: if config.is_null() {
+                    String::new()
+                } else {
+                    config.to_string()
+                },
             },
         );
         nad.metadata.namespace = Some(namespace.into());
@@ -253,6 +258,7 @@ fn pods_get_their_network_attachment_definitions() {
     default_route_ownership(&env);
     duplicate_interface_name_is_refused(&env);
     missing_nad_rolls_back(&env);
+    empty_nad_config_is_read_from_conf_dir(&env);
     annotations_from_the_runtime_skip_the_pod_get(&env);
     api_server_down(&env);
 }
@@ -515,6 +521,23 @@ fn missing_nad_rolls_back(env: &Env) {
     );
     s.lab.assert_clean(Some(&pod));
     s.cni("DEL", &pod, "web", &uid).ok();
+}
+
+/// A NAD with an empty `spec` names the file of its name in `confDir`.
+fn empty_nad_config_is_read_from_conf_dir(env: &Env) {
+    let s = Scenario::new(env, "ondisk");
+    let conf_dir = s.lab.dir.path().join("net.d");
+    let on_disk = s.lab.macvlan("1.0.0", "ondisk-net", 20);
+    std::fs::write(conf_dir.join("20-ondisk.conflist"), on_disk.to_string()).unwrap();
+    env.nad("ondisk", "ondisk-net", &Value::Null);
+    let uid = env.pod("ondisk", "web", &[(NETWORKS, "ondisk-net")]);
+    let pod = TestPod::new("pxk");
+    s.cni("ADD", &pod, "web", &uid).ok();
+    assert!(addresses_of(&pod, "net1")[0]
+        .to_string()
+        .starts_with("10.20.0."));
+    s.cni("DEL", &pod, "web", &uid).ok();
+    s.lab.assert_clean(Some(&pod));
 }
 
 /// containerd hands the pod's annotations over in runtimeConfig: no GET of the pod.

@@ -481,18 +481,29 @@ fn classify(server: &str, verb: &'static str, resource: String, e: kube::Error) 
                 },
             }
         }
-        kube::Error::HyperError(ref inner) if !is_tls_error(&e) => KubeError::Unreachable {
-            server,
-            verb,
-            resource,
-            message: error_chain(inner),
-        },
-        kube::Error::Service(ref inner) if !is_tls_error(&e) => KubeError::Unreachable {
-            server,
-            verb,
-            resource,
-            message: error_chain(inner.as_ref()),
-        },
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            let message = match &e {
+                kube::Error::HyperError(inner) => error_chain(inner),
+                kube::Error::Service(inner) => error_chain(inner.as_ref()),
+                _ => unreachable!("matched above"),
+            };
+            if is_tls_error(&e) {
+                // Certificate verification or the handshake: configuration, not connectivity.
+                KubeError::Other {
+                    server,
+                    verb,
+                    resource,
+                    message: format!("TLS: {message}"),
+                }
+            } else {
+                KubeError::Unreachable {
+                    server,
+                    verb,
+                    resource,
+                    message,
+                }
+            }
+        }
         e => KubeError::Other {
             server,
             verb,

@@ -258,6 +258,20 @@ impl Lab {
     }
 }
 
+impl Drop for Lab {
+    /// On the host, removes the macvlan master's veth pair and the bridge (which the bridge
+    /// plugin created); a node namespace of its own takes them with it.
+    fn drop(&mut self) {
+        if self.host.is_none() {
+            for link in [&self.master, &self.bridge] {
+                if let Err(e) = links::delete_link(None, link) {
+                    eprintln!("Lab: cannot delete {link}: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// The path of a pod's namespace as a string.
 pub fn ns(pod: &TestPod) -> &str {
     pod.path.to_str().unwrap()

@@ -1,0 +1,151 @@
+//! `NetworkAttachmentDefinition` (`k8s.cni.cncf.io/v1`), written by hand rather than derived so
+//! that it matches the definition Multus users already have: `spec` is optional (a definition
+//! without one means "the configuration file of this name in the configuration directory"),
+//! and `spec.config` is a string.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+/// The API group.
+pub const GROUP: &str = "k8s.cni.cncf.io";
+/// The API version.
+pub const VERSION: &str = "v1";
+/// The kind.
+pub const KIND: &str = "NetworkAttachmentDefinition";
+/// The plural, as it appears in URLs and RBAC rules.
+pub const PLURAL: &str = "network-attachment-definitions";
+
+/// The spec of a NetworkAttachmentDefinition: a CNI configuration as a JSON string. An empty
+/// `config` means "the file with this network's name in the configuration directory".
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkAttachmentDefinitionSpec {
+    /// The CNI configuration or configuration list, as JSON text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub config: String,
+}
+
+/// A network pods can ask for by name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct NetworkAttachmentDefinition {
+    /// `k8s.cni.cncf.io/v1`.
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    /// `NetworkAttachmentDefinition`.
+    #[serde(default)]
+    pub kind: String,
+    /// Name, namespace, annotations (`k8s.v1.cni.cncf.io/resourceName`), ...
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The configuration; absent means empty.
+    #[serde(default)]
+    pub spec: NetworkAttachmentDefinitionSpec,
+}
+
+impl NetworkAttachmentDefinition {
+    /// A definition named `name` with this spec.
+    pub fn new(name: &str, spec: NetworkAttachmentDefinitionSpec) -> Self {
+        NetworkAttachmentDefinition {
+            api_version: format!("{GROUP}/{VERSION}"),
+            kind: KIND.into(),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec,
+        }
+    }
+}
+
+impl kube::Resource for NetworkAttachmentDefinition {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        KIND.into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        GROUP.into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        VERSION.into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        PLURAL.into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The CustomResourceDefinition, as Multus's users have it: namespaced, short names
+/// `net-attach-def` and `nad`, `spec.config` a string, `spec` optional.
+pub fn crd() -> CustomResourceDefinition {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{PLURAL}.{GROUP}")},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "plural": PLURAL,
+                "singular": "network-attachment-definition",
+                "kind": KIND,
+                "shortNames": ["net-attach-def", "nad"]
+            },
+            "versions": [{
+                "name": VERSION,
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "description": "A network that pods attach to through a CNI meta-plugin \
+                                    (Kubernetes Network Plumbing WG multi-net spec).",
+                    "type": "object",
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": {
+                            "description": "The network's CNI configuration.",
+                            "type": "object",
+                            "properties": {
+                                "config": {
+                                    "description": "A CNI configuration or configuration list, \
+                                                    as JSON text; empty means the file of this \
+                                                    name in the plugin's configuration directory.",
+                                    "type": "string"
+                                }
+                            }
+                        }
+                    }
+                }}
+            }]
+        }
+    }))
+    .expect("the NetworkAttachmentDefinition CRD is well-formed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_definition_without_spec_reads_as_empty_config() {
+        let nad: NetworkAttachmentDefinition = serde_json::from_value(serde_json::json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": KIND, "metadata": {"name": "a-bridge-network"}
+        }))
+        .unwrap();
+        assert_eq!(nad.spec.config, "");
+        let crd = crd();
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["net-attach-def".to_string(), "nad".to_string()][..])
+        );
+    }
+}
