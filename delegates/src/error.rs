@@ -42,6 +42,14 @@ pub enum ErrorCode {
     NotReady,
     /// 106: DEL, GC or rollback could not tear every attachment down; each failure is listed.
     TeardownIncomplete,
+    /// 107: the Kubernetes API refused a request (401, 403, 422, …); the message names it.
+    ApiRefused,
+    /// 120: every usable address of an IPAM range is allocated.
+    PoolExhausted,
+    /// 121: the IPAM datastore answered with an error.
+    IpamBackendFailed,
+    /// 122: an IPAM record in the datastore could not be read.
+    IpamCorruptRecord,
     /// Any other code, as received from a delegate.
     Other(u32),
 }
@@ -67,6 +75,10 @@ impl ErrorCode {
             ErrorCode::CacheFailure => 104,
             ErrorCode::NotReady => 105,
             ErrorCode::TeardownIncomplete => 106,
+            ErrorCode::ApiRefused => 107,
+            ErrorCode::PoolExhausted => 120,
+            ErrorCode::IpamBackendFailed => 121,
+            ErrorCode::IpamCorruptRecord => 122,
             ErrorCode::Other(c) => c,
         }
     }
@@ -91,6 +103,10 @@ impl ErrorCode {
             104 => ErrorCode::CacheFailure,
             105 => ErrorCode::NotReady,
             106 => ErrorCode::TeardownIncomplete,
+            107 => ErrorCode::ApiRefused,
+            120 => ErrorCode::PoolExhausted,
+            121 => ErrorCode::IpamBackendFailed,
+            122 => ErrorCode::IpamCorruptRecord,
             other => ErrorCode::Other(other),
         }
     }

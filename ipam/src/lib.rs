@@ -1,4 +1,18 @@
-//! `plexus-ipam`: the cluster-wide IPAM plugin that accepts Whereabouts's configuration keys.
+//! `plexus-ipam`: a cluster-wide IPAM plugin that accepts Whereabouts's configuration keys.
 //!
-//! Not built yet: its allocator, backends and garbage collection arrive with the cluster IPAM
-//! issue. Until then Plexus's examples and demo use the reference `host-local` IPAM.
+//! * [`config`] reads the plugin's configuration (Whereabouts's keys, the flat file, Plexus's
+//!   `backend` choice) and refuses what is invalid at load.
+//! * [`range`] is the address arithmetic: a range with its bounds, excluded parts and gateway,
+//!   addressed by 128-bit offsets so that a whole IPv6 /64 is usable.
+//! * [`store`] is what every backend does: allocate, release, list; [`backends`] holds the
+//!   Kubernetes, etcd and embedded local stores.
+//! * [`plugin`] is the CNI plugin (ADD, DEL, CHECK, STATUS, GC, VERSION); [`gc`] releases the
+//!   addresses of pods that are gone; [`pools`] describes pools for `plexusctl ipam pools`.
+
+pub mod backends;
+pub mod config;
+pub mod gc;
+pub mod plugin;
+pub mod pools;
+pub mod range;
+pub mod store;

@@ -187,7 +187,7 @@ impl From<KubeError> for CniError {
         } else if matches!(e, KubeError::Config { .. }) {
             ErrorCode::InvalidNetworkConfig
         } else {
-            ErrorCode::IoFailure
+            ErrorCode::ApiRefused
         };
         CniError::new(code, e.to_string())
     }

@@ -1,0 +1,1 @@
+//! The datastores: Kubernetes, etcd and an embedded local store (in progress).
