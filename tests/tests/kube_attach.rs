@@ -601,8 +601,12 @@ fn api_server_down(env: &Env) {
 
     env.cluster.pause();
     let del = s.cni("DEL", &attached, "web", &uid);
+    // containerd's second DEL (RemovePodSandbox: no namespace, no cache entry left) must not
+    // hang on the API server either.
+    let second = s.cni_with("DEL", "", "web", &uid, &s.config);
     env.cluster.resume();
     del.ok();
+    second.ok();
     s.cni("DEL", &late, "late", &uid2).ok();
     s.lab.assert_clean(Some(&attached));
     assert_eq!(late.links().unwrap().len(), 1);

@@ -15,19 +15,18 @@ pub(super) async fn run(ctx: &Context) -> Result<(), CniError> {
     let attachments = match ctx.cache.load(id) {
         Ok(Some(entry)) => entry.attachments,
         Ok(None) => {
-            let (attachments, unknown) = without_cache(ctx).await?;
+            let attachments = without_cache(ctx).await?;
             let failures =
                 teardown::detach_all(&attachments, |a| ctx.runtime_context(a, &netns)).await;
             if !failures.is_empty() {
                 return Err(failures.to_cni_error(attachments.len()));
             }
-            // The pod's own networks could not be read: say so, so that the runtime retries.
-            return unknown.map_or(Ok(()), Err);
+            return Ok(());
         }
         Err(corrupt @ CacheError::Corrupt { .. }) => {
             // Tear down what the configuration names, but say that the cache was unreadable: the
             // file stays for inspection (GC removes it once the container is gone).
-            let (attachments, _) = without_cache(ctx).await?;
+            let attachments = without_cache(ctx).await?;
             let failures =
                 teardown::detach_all(&attachments, |a| ctx.runtime_context(a, &netns)).await;
             let mut error = CniError::from(corrupt);
@@ -55,14 +54,16 @@ fn existing_netns(ctx: &Context) -> String {
 }
 
 /// The attachments of a container with no cache entry: the pod's networks as the API server
-/// describes them now, else those the configuration names. When the pod's networks could not be
-/// read (the API server is down), the second value says so.
-async fn without_cache(
-    ctx: &Context,
-) -> Result<(Vec<CachedAttachment>, Option<CniError>), CniError> {
-    let mut unknown = None;
-    if let (Some(pod), Ok(Some(api))) = (PodRef::from_cni_args(&ctx.env.args), ctx.kube_api().await)
-    {
+/// describes them now, else those the configuration names.
+///
+/// The usual reason for a missing entry is an earlier DEL that completed (containerd deletes
+/// twice: at StopPodSandbox and at RemovePodSandbox), so an API server that cannot be asked is
+/// no reason to fail: what the configuration names is torn down, and the DEL succeeds.
+async fn without_cache(ctx: &Context) -> Result<Vec<CachedAttachment>, CniError> {
+    if let (Some(pod), Ok(Some(api))) = (
+        PodRef::from_cni_args(&ctx.env.args),
+        ctx.kube_api().await,
+    ) {
         let from_api = async {
             let info = pod_networks::load_pod(&api, pod, &ctx.config.runtime_config).await?;
             pod_networks::pod_delegates(&ctx.config, &api, &info).await
@@ -70,29 +71,14 @@ async fn without_cache(
         match from_api.await {
             Ok(delegates) => {
                 let plan = plan::assign_ifnames(delegates, &ctx.env.ifname)?;
-                return Ok((plan.iter().map(plan::Attachment::to_cached).collect(), None));
+                return Ok(plan.iter().map(plan::Attachment::to_cached).collect());
             }
-            // The API server could not be asked: say so after tearing down what the
-            // configuration names, so that the runtime retries.
-            Err(e) if e.error_code() == ErrorCode::TryAgainLater => {
-                unknown = Some(CniError::new(
-                    ErrorCode::TryAgainLater,
-                    format!(
-                        "no cache entry for container {:?}, and its pod's networks could not be read: {}",
-                        ctx.env.container_id, e.msg
-                    ),
-                ))
-            }
-            // The pod is gone, or its networks cannot be planned (a NAD that does not exist, a
-            // bad annotation): ADD would have failed the same way before attaching anything, so
-            // only what the configuration names can be left to tear down.
+            // The pod is gone, its networks cannot be planned (ADD would have failed the same
+            // way before attaching anything), or the API server cannot be asked.
             Err(e) => tracing::info!("DEL without a cache entry: {}", e.msg),
         }
     }
-    match from_config(ctx) {
-        Ok(attachments) => Ok((attachments, unknown)),
-        Err(e) => Err(unknown.unwrap_or(e)),
-    }
+    from_config(ctx)
 }
 
 /// The attachments the configuration names, for a container with no cache entry.

@@ -1,23 +1,33 @@
 //! `cargo xtask demo`: Plexus's main job on one machine, with the real CNI plugins.
 //!
-//! Two "pods" (named network namespaces) are attached through `plexus` to a
-//! bridge network (their `eth0`) and a macvlan network (their `net1`). The
-//! demo shows their interfaces and routes, pings from one pod to the other on
-//! both networks, detaches both pods and checks that nothing is left: no
-//! links, no host-local leases, no Plexus cache entries.
+//! Two "pods" (named network namespaces) are attached through `plexus` and
+//! the demo shows their interfaces, pings from one pod to the other on every
+//! network, detaches both pods and checks that nothing is left: no links, no
+//! host-local leases, no Plexus cache entries.
+//!
+//! - [`standalone`] (`cargo xtask demo`): static delegates, a bridge network
+//!   (`eth0`) and a macvlan network (`net1`).
+//! - [`kube`] (`cargo xtask demo --kube`): a local Kubernetes API server,
+//!   NetworkAttachmentDefinitions and annotated pods; `plexus` reads the pods'
+//!   networks and writes their network-status back, as on a K3s node.
 //!
 //! Everything happens inside a throwaway "node" network namespace, entered by
-//! a dedicated thread (plugin processes inherit its namespace), so the real
-//! host's networking is never touched. The namespaces and the state directory
-//! are removed at the end, also when a step fails.
+//! a dedicated thread (plugin processes, and the API server of the kube demo,
+//! inherit its namespace), so the real host's networking is never touched.
+//! The namespaces and the state directory are removed at the end, also when a
+//! step fails.
+
+mod kube;
+mod standalone;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use plexus::links::{self, AddressInfo, LinkInfo};
 use plexus::netns;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::cmd::{self, Result};
 use crate::packages::ensure_debian_packages;
@@ -30,24 +40,15 @@ const DEMO_PACKAGES: &[(&str, &str)] = &[
 
 /// Where Debian installs the reference CNI plugins.
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
-/// The throwaway namespace standing in for the node.
-const NODE: &str = "plexus-demo-node";
-/// The namespaces standing in for the two pods.
-const PODS: [&str; 2] = ["plexus-demo-a", "plexus-demo-b"];
-/// The bridge of the primary network (created by the bridge plugin).
+/// The bridge of the primary network (created by the bridge plugin in the node namespace).
 const BRIDGE: &str = "plexdemo0";
-/// The macvlan master: one end of a veth pair the demo creates on the node.
+/// The macvlan master: one end of a veth pair the demo creates in the node namespace.
 const MASTER: &str = "plexdemo-m0";
 /// The other end of the macvlan master's veth pair.
 const MASTER_PEER: &str = "plexdemo-m1";
 
-/// Runs `cargo xtask demo`.
+/// Runs `cargo xtask demo` (with `--kube`, the Kubernetes one).
 pub fn run(args: &crate::DemoArgs) -> Result {
-    if args.kube {
-        return Err(
-            "`cargo xtask demo --kube` is not available yet; run `cargo xtask demo`".into(),
-        );
-    }
     if !cmd::is_root() {
         return Err(
             "cargo xtask demo needs root: it creates network namespaces and links \
@@ -57,23 +58,49 @@ pub fn run(args: &crate::DemoArgs) -> Result {
     }
     cmd::step("prerequisites");
     ensure_debian_packages(DEMO_PACKAGES)?;
+    let apiserver = if args.kube {
+        Some(crate::apiserver::ensure()?)
+    } else {
+        None
+    };
     let plexus = build_plexus()?;
+    match apiserver {
+        None => in_node(standalone::NAMES, plexus, standalone::run),
+        Some(apiserver) => in_node(kube::NAMES, plexus, move |node| kube::run(node, &apiserver)),
+    }
+}
 
-    let stale = delete_namespaces();
+/// The network namespaces of one demo: its node and its two pods.
+struct Names {
+    node: &'static str,
+    pods: [&'static str; 2],
+}
+
+/// Creates the node namespace and a state directory, runs `demo` on a thread
+/// inside the node, then deletes the namespaces and the directory whatever
+/// happened.
+fn in_node(
+    names: Names,
+    plexus: PathBuf,
+    demo: impl FnOnce(&Node) -> Result + Send + 'static,
+) -> Result {
+    let stale = delete_namespaces(&names);
     if !stale.is_empty() {
         println!("deleted leftovers of an earlier run: {}", stale.join(", "));
     }
     let state = tempfile::Builder::new().prefix("plexus-demo-").tempdir()?;
-    let node = netns::create_named(NODE)?;
-    let demo = Demo {
+    let node_path = netns::create_named(names.node)?;
+    let node = Node {
+        name: names.node,
+        pods: names.pods,
         plexus,
         state: state.path().to_path_buf(),
     };
     // The whole demo runs on a thread that has entered the node namespace.
-    let outcome = netns::run_in(&node, move || demo.run().map_err(|e| e.to_string()));
+    let outcome = netns::run_in(&node_path, move || demo(&node).map_err(|e| e.to_string()));
 
     cmd::step("cleaning up");
-    let deleted = delete_namespaces();
+    let deleted = delete_namespaces(&names);
     println!("deleted the network namespaces {}", list_or_none(&deleted));
     let state_path = state.path().display().to_string();
     match state.close() {
@@ -81,7 +108,7 @@ pub fn run(args: &crate::DemoArgs) -> Result {
         Err(e) => eprintln!("warning: cannot delete {state_path}: {e}"),
     }
     outcome??;
-    println!("\ndemo finished: the pods reached each other on both networks, and nothing is left");
+    println!("\ndemo finished: the pods reached each other on every network, and nothing is left");
     Ok(())
 }
 
@@ -101,11 +128,11 @@ fn build_plexus() -> Result<PathBuf> {
     Ok(target.join("debug/plexus"))
 }
 
-/// Deletes the demo's namespaces (best effort) and returns the names of
-/// those that existed.
-fn delete_namespaces() -> Vec<&'static str> {
+/// Deletes a demo's namespaces (best effort) and returns the names of those
+/// that existed.
+fn delete_namespaces(names: &Names) -> Vec<&'static str> {
     let mut deleted = Vec::new();
-    for name in PODS.into_iter().chain([NODE]) {
+    for name in names.pods.into_iter().chain([names.node]) {
         let path = netns_path(name);
         if !path.exists() {
             continue;
@@ -123,37 +150,26 @@ fn netns_path(name: &str) -> PathBuf {
     Path::new(netns::NETNS_RUN_DIR).join(name)
 }
 
-/// The demo's steps, run inside the node namespace.
-struct Demo {
+/// The node a demo runs on: what its steps share. Its methods run inside the
+/// node namespace.
+struct Node {
+    /// The node namespace's name.
+    name: &'static str,
+    /// The pods' namespace names.
+    pods: [&'static str; 2],
     /// The `plexus` binary.
     plexus: PathBuf,
     /// The state directory: host-local leases in `ipam/`, Plexus's cache in `cache/`.
     state: PathBuf,
 }
 
-impl Demo {
-    /// Runs every step; fails if a ping fails or anything is left.
-    fn run(&self) -> Result {
-        self.set_up_node()?;
-        let config = self.write_config()?;
-        for pod in PODS {
-            self.attach(pod, &config)?;
-        }
-        for pod in PODS {
-            show_pod(pod)?;
-        }
-        ping_between_pods()?;
-        cmd::step("detaching both pods (plexus DEL)");
-        self.show_state()?;
-        for pod in PODS {
-            self.plexus("DEL", pod, &config)?;
-        }
-        self.check_nothing_left()
-    }
-
+impl Node {
     /// Creates the macvlan master on the node and prints where things live.
-    fn set_up_node(&self) -> Result {
-        cmd::step(&format!("a throwaway node: network namespace {NODE}"));
+    fn set_up(&self) -> Result {
+        cmd::step(&format!(
+            "a throwaway node: network namespace {}",
+            self.name
+        ));
         links::create_veth(None, MASTER, MASTER_PEER)?;
         links::set_up(None, MASTER)?;
         println!(
@@ -164,72 +180,33 @@ impl Demo {
         Ok(())
     }
 
-    /// Writes Plexus's configuration into the state directory, prints it and
-    /// returns its path.
-    fn write_config(&self) -> Result<PathBuf> {
-        let ipam = |subnet: &str| json!({"type": "host-local", "subnet": subnet, "dataDir": self.state.join("ipam")});
-        let config = json!({
-            "cniVersion": "1.0.0",
-            "name": "plexus-demo",
-            "type": "plexus",
-            "binDir": CNI_BIN_DIR,
-            "cniDir": self.state.join("cache"),
-            "delegates": [
-                {
-                    "cniVersion": "1.0.0",
-                    "name": "demo-pods",
-                    "type": "bridge",
-                    "bridge": BRIDGE,
-                    "isGateway": true,
-                    "ipam": ipam("10.123.1.0/24"),
-                },
-                {
-                    "cniVersion": "1.0.0",
-                    "name": "demo-storage",
-                    "type": "macvlan",
-                    "master": MASTER,
-                    "mode": "bridge",
-                    "ipam": ipam("10.123.2.0/24"),
-                },
-            ],
-        });
-        let path = self.state.join("plexus.conf");
-        let text = serde_json::to_string_pretty(&config)?;
+    /// host-local's `ipam` object on `subnet`, with its leases in the state directory.
+    fn ipam(&self, subnet: &str) -> Value {
+        serde_json::json!({"type": "host-local", "subnet": subnet, "dataDir": self.state.join("ipam")})
+    }
+
+    /// Writes `config` as `name` into the state directory, prints it under
+    /// `title` and returns its path.
+    fn write_config(&self, name: &str, config: &Value, title: &str) -> Result<PathBuf> {
+        let path = self.state.join(name);
+        let text = serde_json::to_string_pretty(config)?;
         std::fs::write(&path, &text)?;
-        cmd::step(&format!(
-            "Plexus's configuration ({}): the first delegate is the primary network (eth0), \
-             the others are secondary (net1, ...)",
-            path.display()
-        ));
+        cmd::step(&format!("{title} ({})", path.display()));
         println!("{text}");
         Ok(path)
     }
 
-    /// Creates the pod's namespace and attaches it with `plexus` ADD.
-    fn attach(&self, pod: &str, config: &Path) -> Result {
-        cmd::step(&format!("attaching pod {pod} (plexus ADD)"));
-        netns::create_named(pod)?;
-        let result = self.plexus("ADD", pod, config)?;
-        println!(
-            "plexus answered with the primary network's result: {}",
-            summarize_result(&result)
-        );
-        Ok(())
-    }
-
-    /// Runs `plexus` as a container runtime would, for `command` on `pod`,
-    /// and returns its CNI result (`null` when it prints nothing, as for DEL).
-    fn plexus(&self, command: &str, pod: &str, config: &Path) -> Result<Value> {
+    /// Runs `plexus` as a container runtime would, for `command` on `pod`
+    /// with `CNI_ARGS` `cni_args`, and returns its CNI result (`null` when it
+    /// prints nothing, as for DEL).
+    fn plexus(&self, command: &str, pod: &str, config: &Path, cni_args: &str) -> Result<Value> {
         let env = [
             ("CNI_COMMAND", command.to_string()),
             ("CNI_CONTAINERID", pod.to_string()),
             ("CNI_NETNS", netns_path(pod).display().to_string()),
             ("CNI_IFNAME", "eth0".to_string()),
             ("CNI_PATH", CNI_BIN_DIR.to_string()),
-            (
-                "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME={pod}"),
-            ),
+            ("CNI_ARGS", cni_args.to_string()),
         ];
         let shown: Vec<String> = env
             .iter()
@@ -241,12 +218,13 @@ impl Demo {
             self.plexus.display(),
             config.display()
         );
-        let mut plexus = Command::new(&self.plexus);
-        plexus
+        let started = Instant::now();
+        let out = Command::new(&self.plexus)
             .envs(env)
             .stdin(std::fs::File::open(config)?)
-            .stderr(Stdio::inherit());
-        let out = plexus.output()?;
+            .stderr(Stdio::inherit())
+            .output()?;
+        let took = started.elapsed();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let answer: Value = if stdout.trim().is_empty() {
             Value::Null
@@ -261,14 +239,27 @@ impl Demo {
             }
             return Err(format!("plexus {command} for {pod} failed: {message}").into());
         }
+        println!("plexus {command} took {:.0} ms", took.as_secs_f64() * 1e3);
         Ok(answer)
+    }
+
+    /// Creates the pod's namespace and attaches it with `plexus` ADD.
+    fn attach(&self, pod: &str, config: &Path, cni_args: &str) -> Result {
+        cmd::step(&format!("attaching pod {pod} (plexus ADD)"));
+        netns::create_named(pod)?;
+        let result = self.plexus("ADD", pod, config, cni_args)?;
+        println!(
+            "plexus answered with the primary network's result: {}",
+            summarize_result(&result)
+        );
+        Ok(())
     }
 
     /// Shows what is left after DEL; fails if anything of the pods is.
     fn check_nothing_left(&self) -> Result {
         cmd::step("what is left after DEL");
         let mut left = Vec::new();
-        for pod in PODS {
+        for pod in self.pods {
             let names = link_names(&links::links(Some(&netns_path(pod)))?);
             println!("links in pod {pod}: {}", names.join(", "));
             if names != ["lo"] {
@@ -357,7 +348,7 @@ fn show_pod(pod: &str) -> Result {
     println!("interfaces:");
     for link in links::links(Some(&path))? {
         println!(
-            "  {:<5} {:<8} {:<17} {}",
+            "  {:<7} {:<8} {:<17} {}",
             link.name,
             link_kind(&link),
             link.mac.as_deref().unwrap_or("-"),
@@ -405,28 +396,16 @@ fn is_link_local(ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
-/// Pings pod B from pod A on both networks; fails if either ping fails.
-fn ping_between_pods() -> Result {
-    let [a, b] = PODS;
-    cmd::step(&format!("pinging from {a} to {b} on both networks"));
-    let addresses = links::addresses(Some(&netns_path(b)))?;
-    for (ifname, network) in [
-        ("eth0", "bridge demo-pods"),
-        ("net1", "macvlan demo-storage"),
-    ] {
-        let target = addresses
-            .iter()
-            .find(|x| x.ifname == ifname && x.address.addr().is_ipv4())
-            .ok_or_else(|| format!("{b} has no IPv4 address on {ifname}"))?
-            .address
-            .addr();
-        let (ok, summary) = ping(a, target)?;
-        println!("{ifname} ({network}): ping {target}: {summary}");
-        if !ok {
-            return Err(format!("{a} cannot ping {b} at {target} ({ifname})").into());
-        }
+/// Pings `target` from `pod` and prints the outcome, labelled `what`; fails
+/// if the ping fails.
+fn ping_from(pod: &str, target: IpAddr, what: &str) -> Result {
+    let (ok, summary) = ping(pod, target)?;
+    println!("{what}: ping {target}: {summary}");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{pod} cannot ping {target} ({what})").into())
     }
-    Ok(())
 }
 
 /// Runs `ping -c 2 -W 2 <target>` inside `pod`; returns whether it succeeded
