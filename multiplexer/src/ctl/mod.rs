@@ -1,11 +1,13 @@
 //! `plexusctl`, Plexus's administration command: one module per subcommand.
 //!
 //! * `plexusctl crds` ([`crds`]): the CustomResourceDefinitions Plexus uses, as YAML.
+//! * `plexusctl install` ([`install`]): puts Plexus's binaries, kubeconfig and conflist on a node.
 //!
 //! A subcommand is a `clap::Args` struct and a `run` function in its module, plus one variant of
 //! [`Command`] and one arm in [`run`].
 
 pub mod crds;
+pub mod install;
 
 use std::process::ExitCode;
 
@@ -28,12 +30,15 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions Plexus uses, as YAML for `kubectl apply -f -`.
     Crds(crds::CrdsArgs),
+    /// Install Plexus on this node: binaries, kubeconfig and 00-plexus.conflist (DaemonSet).
+    Install(Box<install::InstallArgs>),
 }
 
 /// Runs the subcommand; errors are printed on stderr.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Crds(args) => crds::run(args),
+        Command::Install(args) => install::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
