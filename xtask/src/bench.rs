@@ -1,15 +1,21 @@
 //! `cargo xtask bench`: what Plexus costs on top of the plugins it delegates to.
 //!
-//! The bench builds `plexus` in release mode, moves its thread into a throwaway node network
-//! namespace ([`Node`]) so that the host is never touched, and runs every benchmark of
-//! [`BENCHMARKS`] there against the real reference plugins. Each benchmark is a function that
-//! returns one [`Section`] of [`Figure`]s; the [`Report`] prints them all as a table and writes
-//! the same figures as JSON to `<target dir>/plexus-bench.json`. A new benchmark is a new
-//! function added to [`BENCHMARKS`].
+//! The bench builds `plexus` in release mode and runs every benchmark of [`BENCHMARKS`] in
+//! turn against the real reference plugins. Each benchmark is a function that sets up the
+//! [`Lab`] it needs and returns one [`Section`] of [`Figure`]s; the [`Report`] prints them all as
+//! a table and writes the same figures as JSON to `<target dir>/plexus-bench.json`. A new
+//! benchmark is a new function added to [`BENCHMARKS`].
+//!
+//! Most benchmarks move their thread into a throwaway node network namespace
+//! ([`Lab::in_node`]) so that the host is never touched. The Kubernetes one cannot: `plexus`
+//! must reach the local API server on the host's loopback, so its plugins run in the host's own
+//! namespace ([`Lab::on_host`]) on a bridge without an address and a veth pair, both named for
+//! this run and removed at the end.
 //!
 //! The pod is the integration tests' usual one: a bridge primary (`eth0`) and two macvlan
 //! secondaries (`net1`, `net2`) on a veth master, all with host-local IPAM.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::marker::PhantomData;
@@ -17,15 +23,23 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use k8s_openapi::api::core::v1 as k8s;
+use kube::api::{Api, ObjectMeta, PostParams};
 use nix::sched::{setns, CloneFlags};
+use plexus::pod_networks::POD_ANNOTATIONS_CAPABILITY;
 use plexus::{links, netns};
 use plexus_cni::config::NetworkConfigList;
 use plexus_cni::CniResult;
+use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+use plexus_tests::cluster::{self, LocalCluster, SA_USER};
+use plexus_tests::unique_name;
 use serde_json::{json, Map, Value};
 
 use crate::cmd::{self, Result};
+
+mod ipam;
 
 /// Untimed runs before the timed ones, so that caches are warm.
 const WARMUP_RUNS: u32 = 3;
@@ -38,11 +52,18 @@ const CNI_ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=b
 /// How long Plexus lets one delegate call take.
 const DELEGATE_TIMEOUT_SECONDS: u64 = 20;
 
-/// A benchmark: its key in the JSON, and the function that measures and returns its section.
-type Benchmark = (&'static str, fn(&Lab, &Settings) -> Result<Section>);
+/// A benchmark: its key in the JSON, and the function that sets up what it needs, measures, and
+/// returns its section.
+type Benchmark = (&'static str, fn(&Binaries, &Settings) -> Result<Section>);
 
 /// Every benchmark, in the order they run and are reported.
-const BENCHMARKS: &[Benchmark] = &[("latency", latency), ("memory", memory)];
+const BENCHMARKS: &[Benchmark] = &[
+    ("latency", latency),
+    ("memory", memory),
+    ("kubernetes", kubernetes),
+    ("ipam_concurrency", ipam::concurrency),
+    ("ipam_fill", ipam::fill),
+];
 
 /// Why the bench refuses to run as another user.
 const NEEDS_ROOT: &str = "cargo xtask bench needs root: it creates network namespaces and runs \
@@ -65,12 +86,11 @@ pub fn run(args: &crate::BenchArgs) -> Result {
         runs: args.runs,
         warmup: WARMUP_RUNS,
     };
-    // `lab` (its veth pair and state directory) is dropped before `_node` (the namespace).
-    let sections = {
-        let _node = Node::enter()?;
-        let lab = Lab::new(target.join("release/plexus"), plugin_dir())?;
-        run_benchmarks(&lab, &settings)?
+    let binaries = Binaries {
+        plexus: target.join("release/plexus"),
+        plugin_dir: plugin_dir(),
     };
+    let sections = run_benchmarks(&binaries, &settings)?;
     let report = Report { settings, sections };
     println!("\n{}", report.table());
     let path = target.join("plexus-bench.json");
@@ -81,16 +101,25 @@ pub fn run(args: &crate::BenchArgs) -> Result {
 }
 
 /// Runs every benchmark of [`BENCHMARKS`] in turn.
-fn run_benchmarks(lab: &Lab, settings: &Settings) -> Result<Vec<Section>> {
+fn run_benchmarks(binaries: &Binaries, settings: &Settings) -> Result<Vec<Section>> {
     BENCHMARKS
         .iter()
         .map(|(key, bench)| {
             cmd::step(&format!("Benchmark: {key}"));
-            let mut section = bench(lab, settings)?;
+            let mut section = bench(binaries, settings)?;
             section.key = key;
             Ok(section)
         })
         .collect()
+}
+
+/// The programs every benchmark runs.
+#[derive(Debug, Clone)]
+struct Binaries {
+    /// The release build of `plexus`.
+    plexus: PathBuf,
+    /// The reference CNI plugins.
+    plugin_dir: PathBuf,
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace) or `target`.
@@ -124,7 +153,8 @@ struct Settings {
 /// Wall time of one ADD and one DEL of the pod through `plexus`, and of the same delegate calls
 /// made directly by the bench; the difference is Plexus's own cost. The two are interleaved
 /// (alternating which goes first) so that drift in the machine's load hits both alike.
-fn latency(lab: &Lab, settings: &Settings) -> Result<Section> {
+fn latency(binaries: &Binaries, settings: &Settings) -> Result<Section> {
+    let lab = &Lab::in_node(binaries)?;
     let config = lab.plexus_config(None);
     let networks = lab.networks()?;
     for _ in 0..settings.warmup {
@@ -164,10 +194,15 @@ fn latency(lab: &Lab, settings: &Settings) -> Result<Section> {
 fn overhead_figures(command: &str, plexus: &[f64], direct: &[f64]) -> Vec<Figure> {
     let plexus = Spread::of(plexus);
     let direct = Spread::of(direct);
-    let overhead = plexus.median - direct.median;
-    let relative = 100.0 * overhead / direct.median;
     let lower = command.to_ascii_lowercase();
-    vec![
+    let overhead = overhead_pair(
+        &format!("{lower}_overhead"),
+        format!("{command} overhead (median plexus - direct)"),
+        format!("{command} overhead relative to direct"),
+        plexus.median,
+        direct.median,
+    );
+    let mut figures = vec![
         Figure::spread(
             format!("plexus_{lower}"),
             format!("plexus {command}"),
@@ -180,17 +215,28 @@ fn overhead_figures(command: &str, plexus: &[f64], direct: &[f64]) -> Vec<Figure
             "ms",
             direct,
         ),
+    ];
+    figures.extend(overhead);
+    figures
+}
+
+/// Plexus's overhead over the direct calls, from their medians: in ms (`key`) and relative to
+/// the direct calls (`<key>_pct`).
+fn overhead_pair(
+    key: &str,
+    label: String,
+    relative_label: String,
+    plexus: f64,
+    direct: f64,
+) -> [Figure; 2] {
+    let overhead = plexus - direct;
+    [
+        Figure::value(key.to_string(), label, "ms", overhead),
         Figure::value(
-            format!("{lower}_overhead"),
-            format!("{command} overhead (median plexus - direct)"),
-            "ms",
-            overhead,
-        ),
-        Figure::value(
-            format!("{lower}_overhead_pct"),
-            format!("{command} overhead relative to direct"),
+            format!("{key}_pct"),
+            relative_label,
             "%",
-            relative,
+            100.0 * overhead / direct,
         ),
     ]
 }
@@ -199,7 +245,8 @@ fn overhead_figures(command: &str, plexus: &[f64], direct: &[f64]) -> Vec<Figure
 /// `getrusage` peak at debug level), and of its whole process tree (from `wait4`), next to the
 /// largest delegate run directly and to a trivial process started the same way (the floor below
 /// which no `wait4` figure can go, see [`Spawn::Fresh`]).
-fn memory(lab: &Lab, _settings: &Settings) -> Result<Section> {
+fn memory(binaries: &Binaries, _settings: &Settings) -> Result<Section> {
+    let lab = &Lab::in_node(binaries)?;
     let log = lab.dir.path().join("plexus-debug.log");
     let config = lab.plexus_config(Some(&log));
     let pod = lab.fresh_pod()?;
@@ -268,6 +315,402 @@ fn last_peak_rss(log: &Path) -> Result<u64> {
             digits.parse().ok()
         })
         .ok_or_else(|| format!("plexus logged no peak_rss_kib=<N> in {}", log.display()).into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes
+// ---------------------------------------------------------------------------------------------
+
+/// The annotation naming a pod's NetworkAttachmentDefinitions.
+const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+/// The namespace of the benchmark's pods and NetworkAttachmentDefinitions.
+const KUBE_NAMESPACE: &str = "default";
+/// The pods' [`NETWORKS_ANNOTATION`]: both NetworkAttachmentDefinitions (`net1`, `net2`).
+const KUBE_NETWORKS: &str = "storage,backup";
+/// How long the audit log must stay unchanged before its events are counted.
+const AUDIT_SETTLE: Duration = Duration::from_millis(500);
+
+/// Where `plexus` gets the pod's annotations from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Annotations {
+    /// A GET of the pod from the API server.
+    FromApi,
+    /// `runtimeConfig["io.kubernetes.cri.pod-annotations"]`, as containerd hands them over.
+    FromRuntime,
+}
+
+impl Annotations {
+    const ALL: [Annotations; 2] = [Annotations::FromApi, Annotations::FromRuntime];
+
+    /// Its part of figure keys.
+    fn key(self) -> &'static str {
+        match self {
+            Annotations::FromApi => "pod_get",
+            Annotations::FromRuntime => "runtime_annotations",
+        }
+    }
+
+    /// Its part of figure labels.
+    fn label(self) -> &'static str {
+        match self {
+            Annotations::FromApi => "pod GET",
+            Annotations::FromRuntime => "runtime annotations",
+        }
+    }
+}
+
+/// A Kubernetes pod of the benchmark: its name and UID.
+struct KubePod {
+    name: String,
+    uid: String,
+}
+
+/// The wall-clock interval of one `plexus` run, in µs since the epoch, to find the API
+/// requests it made in the audit log.
+type Window = (i64, i64);
+
+/// The timed runs through `plexus` in one [`Annotations`] mode.
+#[derive(Debug, Default)]
+struct KubeRuns {
+    times: Cycles,
+    /// Each run's ADD and DEL windows.
+    windows: Vec<(Window, Window)>,
+}
+
+/// Wall time of one Kubernetes pod's ADD and DEL through `plexus`, as Plexus's service account
+/// against a local API server: the primary from a `clusterNetwork` file, `net1` and `net2` from
+/// the two NetworkAttachmentDefinitions that the pod's annotation names. Once with the pod read
+/// from the API, once with its annotations handed over in runtimeConfig as containerd does (no
+/// pod GET); and the same three delegates run directly, for Plexus's overhead in Kubernetes mode.
+/// Also the API requests each ADD and DEL made, counted from the API server's audit log.
+///
+/// Runs on the host ([`Lab::on_host`]): `plexus` must reach the API server on its loopback.
+/// Every run has a pod of its own; the three measurements of a run take turns going first.
+fn kubernetes(binaries: &Binaries, settings: &Settings) -> Result<Section> {
+    let apiserver = crate::apiserver::ensure()?;
+    let lab = &Lab::on_host(binaries)?;
+    let cluster = &LocalCluster::start_with(&apiserver).map_err(|e| e as cmd::Error)?;
+    let pods = kube_set_up(lab, cluster, settings.warmup + settings.runs)?;
+    let configs = Annotations::ALL.map(|mode| kube_config(lab, cluster, mode));
+    let networks = lab.networks()?;
+
+    let mut plexus: [KubeRuns; 2] = Default::default();
+    let mut direct = Cycles::default();
+    for (round, pod) in pods.iter().enumerate() {
+        let timed = round >= settings.warmup as usize;
+        for turn in 0..3 {
+            match (round + turn) % 3 {
+                2 => {
+                    let cycle = direct_cycle(lab, &networks)?;
+                    if timed {
+                        direct.push(cycle);
+                    }
+                }
+                mode => {
+                    let (times, windows) = kube_cycle(lab, pod, &configs[mode])?;
+                    if timed {
+                        plexus[mode].times.push(times);
+                        plexus[mode].windows.push(windows);
+                    }
+                }
+            }
+        }
+        if timed {
+            eprint!(".");
+        }
+    }
+    eprintln!();
+
+    let requests = settled_sa_requests(cluster);
+    let mut figures = Vec::new();
+    for (command, direct) in [("ADD", &direct.add), ("DEL", &direct.del)] {
+        let lower = command.to_ascii_lowercase();
+        let direct = Spread::of(direct);
+        let mut overheads = Vec::new();
+        for (mode, runs) in Annotations::ALL.into_iter().zip(&plexus) {
+            let times = if command == "ADD" {
+                &runs.times.add
+            } else {
+                &runs.times.del
+            };
+            let times = Spread::of(times);
+            overheads.extend(overhead_pair(
+                &format!("{lower}_overhead_{}", mode.key()),
+                format!("{command} overhead, {} (median)", mode.label()),
+                format!("{command} overhead, {}, relative", mode.label()),
+                times.median,
+                direct.median,
+            ));
+            figures.push(Figure::spread(
+                format!("plexus_{lower}_{}", mode.key()),
+                format!("plexus {command}, {}", mode.label()),
+                "ms",
+                times,
+            ));
+        }
+        figures.push(Figure::spread(
+            format!("direct_{lower}"),
+            format!("direct {command} (3 delegates)"),
+            "ms",
+            direct,
+        ));
+        figures.extend(overheads);
+    }
+    figures.extend(request_figures(&plexus, &requests));
+    Ok(Section::new(
+        format!(
+            "Kubernetes: primary file + 2 NADs on kube-apiserver {}, ms ({} runs after {} \
+             warm-up); API requests from its audit log, by kind for the first run",
+            cluster::APISERVER_VERSION,
+            settings.runs,
+            settings.warmup
+        ),
+        figures,
+    ))
+}
+
+/// The API requests per ADD and per DEL in each mode (a spread over the runs), each followed by
+/// the requests of the first timed run by verb and resource.
+fn request_figures(plexus: &[KubeRuns; 2], requests: &[(i64, String)]) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    let mut attributed = 0;
+    for (index, command) in ["ADD", "DEL"].into_iter().enumerate() {
+        let lower = command.to_ascii_lowercase();
+        for (mode, runs) in Annotations::ALL.into_iter().zip(plexus) {
+            let per_run: Vec<BTreeMap<String, u32>> = runs
+                .windows
+                .iter()
+                .map(|windows| {
+                    let window = if index == 0 { windows.0 } else { windows.1 };
+                    requests_in(requests, window)
+                })
+                .collect();
+            let counts: Vec<f64> = per_run
+                .iter()
+                .map(|by_kind| f64::from(by_kind.values().sum::<u32>()))
+                .collect();
+            attributed += counts.iter().sum::<f64>() as usize;
+            let key = format!("{lower}_requests_{}", mode.key());
+            figures.push(Figure::spread(
+                key.clone(),
+                format!("API requests per {command}, {}", mode.label()),
+                "req",
+                Spread::of(&counts),
+            ));
+            let first = per_run.into_iter().next().unwrap_or_default();
+            for (kind, count) in first {
+                figures.push(Figure::value(
+                    format!(
+                        "{key}_first_run_{}",
+                        kind.replace([' ', '/', '-', '.'], "_")
+                    ),
+                    format!("    {kind}"),
+                    "req",
+                    f64::from(count),
+                ));
+            }
+        }
+    }
+    // Every request of the service account after the first timed run began must belong to a
+    // timed run (warm-up runs come first).
+    let first_start = plexus
+        .iter()
+        .filter_map(|runs| runs.windows.first().map(|w| w.0 .0))
+        .min()
+        .unwrap_or(i64::MAX);
+    let after = requests.iter().filter(|(at, _)| *at >= first_start).count();
+    if after != attributed {
+        eprintln!(
+            "bench: {} API requests of {SA_USER} fell outside every timed plexus run",
+            after.abs_diff(attributed)
+        );
+    }
+    figures
+}
+
+/// Writes the primary's file (`clusterNetwork`) and creates the two NetworkAttachmentDefinitions
+/// and `count` pods annotated with both; returns the pods.
+fn kube_set_up(lab: &Lab, cluster: &LocalCluster, count: u32) -> Result<Vec<KubePod>> {
+    let delegates = lab.delegates();
+    let conf_dir = lab.dir.path().join("net.d");
+    fs::create_dir_all(&conf_dir)?;
+    fs::write(conf_dir.join("10-pods.conf"), delegates[0].to_string())?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = cluster.admin_client();
+        let create = PostParams::default();
+        let nads: Api<NetworkAttachmentDefinition> =
+            Api::namespaced(client.clone(), KUBE_NAMESPACE);
+        for config in &delegates[1..] {
+            let name = config["name"].as_str().unwrap_or_default();
+            let spec = NetworkAttachmentDefinitionSpec {
+                config: config.to_string(),
+            };
+            nads.create(&create, &NetworkAttachmentDefinition::new(name, spec))
+                .await
+                .map_err(|e| format!("create NetworkAttachmentDefinition {name}: {e}"))?;
+        }
+        let pods: Api<k8s::Pod> = Api::namespaced(client, KUBE_NAMESPACE);
+        let mut created = Vec::new();
+        for n in 0..count {
+            let name = format!("bench-{n}");
+            let pod = k8s::Pod {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    annotations: Some(
+                        [(NETWORKS_ANNOTATION.to_string(), KUBE_NETWORKS.to_string())].into(),
+                    ),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(k8s::PodSpec {
+                    containers: vec![k8s::Container {
+                        name: "c".into(),
+                        image: Some("busybox".into()),
+                        ..k8s::Container::default()
+                    }],
+                    ..k8s::PodSpec::default()
+                }),
+                ..k8s::Pod::default()
+            };
+            let pod = pods
+                .create(&create, &pod)
+                .await
+                .map_err(|e| format!("create pod {name}: {e}"))?;
+            let uid = pod.metadata.uid.ok_or("a created pod without a UID")?;
+            created.push(KubePod { name, uid });
+        }
+        Ok(created)
+    })
+}
+
+/// Plexus's configuration for the Kubernetes pods: the service account's kubeconfig, the
+/// primary's file as `clusterNetwork`; with [`Annotations::FromRuntime`], the pod's annotations
+/// in runtimeConfig, as containerd passes them to a plugin that declares the capability.
+fn kube_config(lab: &Lab, cluster: &LocalCluster, mode: Annotations) -> Value {
+    let conf_dir = lab.dir.path().join("net.d");
+    let mut config = json!({
+        "cniVersion": CNI_VERSION, "name": "plexus", "type": "plexus",
+        "kubeconfig": cluster.sa_kubeconfig(),
+        "clusterNetwork": conf_dir.join("10-pods.conf"), "confDir": conf_dir,
+        "cniDir": lab.dir.path().join("cache"), "binDir": lab.plugin_dir,
+        "delegateTimeoutSeconds": DELEGATE_TIMEOUT_SECONDS
+    });
+    if mode == Annotations::FromRuntime {
+        config["capabilities"] = json!({POD_ANNOTATIONS_CAPABILITY: true});
+        config["runtimeConfig"] = json!({
+            POD_ANNOTATIONS_CAPABILITY: {NETWORKS_ANNOTATION: KUBE_NETWORKS}
+        });
+    }
+    config
+}
+
+/// ADD then DEL of a fresh sandbox of `pod` through `plexus`; returns their wall times and
+/// their wall-clock windows.
+fn kube_cycle(
+    lab: &Lab,
+    pod: &KubePod,
+    config: &Value,
+) -> Result<((Duration, Duration), (Window, Window))> {
+    let sandbox = lab.fresh_kube_pod(KUBE_NAMESPACE, &pod.name, &pod.uid)?;
+    let run = |command| -> Result<(Duration, Window)> {
+        let start = epoch_micros(SystemTime::now());
+        let run = run_plexus(lab, command, &sandbox, config, Spawn::Timed)?;
+        let end = epoch_micros(SystemTime::now());
+        Ok((run.elapsed, (start, end)))
+    };
+    let (add, add_window) = run("ADD")?;
+    let (del, del_window) = run("DEL")?;
+    Ok(((add, del), (add_window, del_window)))
+}
+
+/// Plexus's service account's requests in the audit log, once it has stopped growing: when
+/// each was received (µs since the epoch) and what it was (`verb resource`).
+fn settled_sa_requests(cluster: &LocalCluster) -> Vec<(i64, String)> {
+    // The API server writes an event just after it answers, so the last ones may still come.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut requests = sa_requests(cluster);
+    loop {
+        std::thread::sleep(AUDIT_SETTLE);
+        let now = sa_requests(cluster);
+        if now.len() == requests.len() || Instant::now() > deadline {
+            return now;
+        }
+        requests = now;
+    }
+}
+
+/// Plexus's service account's requests in the audit log so far.
+fn sa_requests(cluster: &LocalCluster) -> Vec<(i64, String)> {
+    cluster
+        .audit_events()
+        .iter()
+        .filter(|event| event["user"]["username"] == SA_USER)
+        .filter_map(|event| {
+            let received = parse_micro_time(event["requestReceivedTimestamp"].as_str()?)?;
+            Some((received, request_kind(event)))
+        })
+        .collect()
+}
+
+/// What a request was, from its audit event: `verb resource[/subresource]`, or `verb URI` for a
+/// request of no object.
+fn request_kind(event: &Value) -> String {
+    let verb = event["verb"].as_str().unwrap_or("?");
+    let object = &event["objectRef"];
+    match object["resource"].as_str() {
+        Some(resource) => match object["subresource"].as_str() {
+            Some(sub) => format!("{verb} {resource}/{sub}"),
+            None => format!("{verb} {resource}"),
+        },
+        None => format!("{verb} {}", event["requestURI"].as_str().unwrap_or("?")),
+    }
+}
+
+/// The requests received within `window`, counted by kind.
+fn requests_in(requests: &[(i64, String)], (start, end): Window) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
+    for (_, kind) in requests.iter().filter(|(at, _)| (start..=end).contains(at)) {
+        *counts.entry(kind.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Microseconds since the epoch.
+fn epoch_micros(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Microseconds since the epoch of a Kubernetes `MicroTime` (`2006-01-02T15:04:05.000000Z`, in
+/// UTC, as audit events give them).
+fn parse_micro_time(text: &str) -> Option<i64> {
+    let (date, time) = text.strip_suffix('Z')?.split_once('T')?;
+    let numbers = |text: &str, sep: char| -> Option<Vec<i64>> {
+        let parts: Option<Vec<i64>> = text.split(sep).map(|p| p.parse().ok()).collect();
+        parts.filter(|p| p.len() == 3)
+    };
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let (ymd, hms) = (numbers(date, '-')?, numbers(clock, ':')?);
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = format!("{fraction:0<6}")[..6].parse().ok()?;
+    let seconds =
+        days_from_civil(ymd[0], ymd[1], ymd[2]) * 86_400 + hms[0] * 3_600 + hms[1] * 60 + hms[2];
+    Some(seconds * 1_000_000 + micros)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,7 +865,7 @@ fn cni_env(
         ("CNI_CONTAINERID", pod.id.clone()),
         ("CNI_NETNS", pod.netns.to_string_lossy().into_owned()),
         ("CNI_IFNAME", ifname.to_string()),
-        ("CNI_ARGS", CNI_ARGS.to_string()),
+        ("CNI_ARGS", pod.cni_args.clone()),
         ("CNI_PATH", plugin_dir.to_string_lossy().into_owned()),
     ]
 }
@@ -576,32 +1019,79 @@ impl Drop for Node {
     }
 }
 
-/// The node's side of the benchmark pod, in the current (node) namespace: the macvlan master,
-/// a state directory (host-local data, Plexus's cache, logs) and the binaries.
+/// The node's side of the benchmark pod: the macvlan master, the bridge's name, a state
+/// directory (host-local data, Plexus's cache, logs) and the binaries. Either in a throwaway node
+/// namespace that the calling thread has entered ([`Lab::in_node`]), or on the host with names of
+/// its own ([`Lab::on_host`]).
 struct Lab {
     plexus: PathBuf,
     plugin_dir: PathBuf,
     master: String,
+    bridge: String,
     dir: tempfile::TempDir,
+    /// The node namespace, `None` on the host. Declared last, so that it is dropped after the
+    /// rest (which lives in it).
+    node: Option<Node>,
 }
 
 impl Lab {
-    /// Creates the veth pair whose one end is the macvlan master.
-    fn new(plexus: PathBuf, plugin_dir: PathBuf) -> Result<Lab> {
+    /// Enters a new node namespace and creates the veth pair whose one end is the macvlan
+    /// master there; the bridge is `pxbr0`, the gateway of its pods.
+    fn in_node(binaries: &Binaries) -> Result<Lab> {
+        let node = Node::enter()?;
         let pid = std::process::id();
-        let master = format!("pxbm{pid}");
-        links::create_veth(None, &master, &format!("pxbp{pid}"))?;
-        Ok(Lab {
-            plexus,
-            plugin_dir,
-            master,
-            dir: tempfile::tempdir()?,
-        })
+        Lab::create(
+            binaries,
+            format!("pxbm{pid}"),
+            format!("pxbp{pid}"),
+            "pxbr0".into(),
+            Some(node),
+        )
     }
 
-    /// The delegates, primary first: a bridge and two macvlan networks.
+    /// Works in the host's own namespace, with a uniquely named macvlan master (a veth pair)
+    /// and bridge, both removed on drop. The bridge gets no address (`isGateway: false`), so the
+    /// host's addresses and routes do not change.
+    fn on_host(binaries: &Binaries) -> Result<Lab> {
+        Lab::create(
+            binaries,
+            unique_name("pxbm"),
+            unique_name("pxbp"),
+            unique_name("pxbbr"),
+            None,
+        )
+    }
+
+    fn create(
+        binaries: &Binaries,
+        master: String,
+        peer: String,
+        bridge: String,
+        node: Option<Node>,
+    ) -> Result<Lab> {
+        let lab = Lab {
+            plexus: binaries.plexus.clone(),
+            plugin_dir: binaries.plugin_dir.clone(),
+            master,
+            bridge,
+            dir: tempfile::tempdir()?,
+            node,
+        };
+        // On failure, dropping `lab` removes whatever was created.
+        links::create_veth(None, &lab.master, &peer)?;
+        Ok(lab)
+    }
+
+    /// The delegates, primary first: a bridge and two macvlan networks. In a node namespace the
+    /// bridge is the pods' gateway; on the host it gets no address and the pods no route.
     fn delegates(&self) -> Vec<Value> {
         let ipam_dir = self.dir.path().join("ipam");
+        let gateway = self.node.is_some();
+        let routes = if gateway {
+            json!([{"dst": "0.0.0.0/0"}])
+        } else {
+            json!([])
+        };
         let macvlan = |name: &str, octet: u8| {
             json!({
                 "cniVersion": CNI_VERSION, "name": name,
@@ -614,10 +1104,10 @@ impl Lab {
         };
         vec![
             json!({
-                "cniVersion": CNI_VERSION, "name": "pods", "type": "bridge", "bridge": "pxbr0",
-                "isGateway": true,
+                "cniVersion": CNI_VERSION, "name": "pods", "type": "bridge", "bridge": self.bridge,
+                "isGateway": gateway,
                 "ipam": {"type": "host-local", "subnet": "10.10.0.0/24",
-                         "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam_dir}
+                         "routes": routes, "dataDir": ipam_dir}
             }),
             macvlan("storage", 20),
             macvlan("backup", 30),
@@ -648,7 +1138,8 @@ impl Lab {
         config
     }
 
-    /// A pod sandbox never used before: a new container ID and network namespace.
+    /// A pod sandbox never used before: a new container ID and network namespace, and the
+    /// usual `CNI_ARGS`.
     fn fresh_pod(&self) -> Result<Pod> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -656,14 +1147,43 @@ impl Lab {
         Ok(Pod {
             id: format!("bench-{pid}-{n}"),
             netns: netns::create_named(&format!("pxbench-{pid}-pod{n}"))?,
+            cni_args: CNI_ARGS.to_string(),
         })
+    }
+
+    /// A fresh sandbox of the Kubernetes pod `namespace/name` with this UID, with the
+    /// `CNI_ARGS` the kubelet's runtime passes.
+    fn fresh_kube_pod(&self, namespace: &str, name: &str, uid: &str) -> Result<Pod> {
+        let mut pod = self.fresh_pod()?;
+        pod.cni_args = format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};\
+             K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={uid}",
+            pod.id
+        );
+        Ok(pod)
     }
 }
 
-/// A pod sandbox: a container ID and its network namespace, deleted on drop.
+impl Drop for Lab {
+    /// On the host, removes the macvlan master's veth pair and the bridge (which the bridge
+    /// plugin created); a node namespace takes them with it.
+    fn drop(&mut self) {
+        if self.node.is_none() {
+            for link in [&self.master, &self.bridge] {
+                if let Err(e) = links::delete_link(None, link) {
+                    eprintln!("bench: cannot delete {link}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// A pod sandbox: a container ID, its network namespace (deleted on drop), and the `CNI_ARGS`
+/// of its calls.
 struct Pod {
     id: String,
     netns: PathBuf,
+    cni_args: String,
 }
 
 impl Drop for Pod {
@@ -726,7 +1246,7 @@ struct Figure {
     key: String,
     /// Its label in the table.
     label: String,
-    /// `ms`, `%` or `KiB`.
+    /// `ms`, `%`, `KiB` or `req` (API requests).
     unit: &'static str,
     measure: Measure,
 }
@@ -754,6 +1274,8 @@ impl Figure {
     fn format(&self, x: f64) -> String {
         match self.unit {
             "KiB" => format!("{x:.0}"),
+            "req" if x.fract() == 0.0 => format!("{x:.0}"),
+            "req" => format!("{x:.1}"),
             "%" => format!("{x:+.1}"),
             _ => format!("{x:.2}"),
         }
@@ -911,5 +1433,41 @@ mod tests {
         assert_eq!(last_peak_rss(&log).unwrap(), 2048);
         fs::write(&log, "nothing\n").unwrap();
         assert!(last_peak_rss(&log).is_err());
+    }
+
+    #[test]
+    fn micro_times_are_read_as_utc() {
+        assert_eq!(parse_micro_time("1970-01-01T00:00:00.000001Z"), Some(1));
+        assert_eq!(
+            parse_micro_time("2025-01-01T00:00:00Z"),
+            Some(1_735_689_600_000_000)
+        );
+        assert_eq!(
+            parse_micro_time("2024-02-29T23:59:59.5Z"),
+            Some(1_709_251_199_500_000)
+        );
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        assert_eq!(parse_micro_time("2025-01-01 00:00:00Z"), None);
+        assert_eq!(parse_micro_time("2025-01-01T00:00:00"), None);
+    }
+
+    #[test]
+    fn requests_are_counted_by_kind_within_a_window() {
+        let event = json!({"verb": "patch", "objectRef": {"resource": "pods", "name": "web"}});
+        assert_eq!(request_kind(&event), "patch pods");
+        let event = json!({"verb": "get", "requestURI": "/api"});
+        assert_eq!(request_kind(&event), "get /api");
+        let requests = [
+            (5, "get pods".to_string()),
+            (10, "get pods".to_string()),
+            (12, "patch pods".to_string()),
+            (21, "get pods".to_string()),
+        ];
+        let counts = requests_in(&requests, (10, 20));
+        assert_eq!(
+            counts.into_iter().collect::<Vec<_>>(),
+            [("get pods".to_string(), 1), ("patch pods".to_string(), 1)]
+        );
     }
 }
