@@ -1,12 +1,16 @@
 //! Custom resource types Plexus reads and writes, and their YAML.
 //!
 //! * [`NetworkAttachmentDefinition`] (`k8s.cni.cncf.io/v1`): the networks pods ask for.
+//! * [`IpamBlock`] (`ipam.plexus.cni.dev/v1alpha1`): a block of addresses of the cluster IPAM
+//!   (`plexus-ipam`) and its allocations.
 //!
 //! [`crds`] lists the CustomResourceDefinition of every resource here and [`crd_yaml`] prints
 //! them as one multi-document YAML stream (`plexusctl crds | kubectl apply -f -`).
 
+pub mod ipam;
 mod nad;
 
+pub use ipam::{BlockAllocation, IpamBlock, IpamBlockSpec};
 pub use nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -15,7 +19,7 @@ use serde::Deserialize;
 
 /// The CustomResourceDefinition of every Plexus resource, in the order they should be applied.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![nad::crd()]
+    vec![nad::crd(), ipam::crd()]
 }
 
 /// Every definition of [`crds`] as YAML, the documents separated by `---` lines.
@@ -44,6 +48,10 @@ mod tests {
             Some("network-attachment-definitions.k8s.cni.cncf.io")
         );
         assert_eq!(nad.spec.scope, "Namespaced");
+        assert_eq!(
+            docs[1].metadata.name.as_deref(),
+            Some("ipamblocks.ipam.plexus.cni.dev")
+        );
         assert!(
             yaml.starts_with("apiVersion: apiextensions.k8s.io/v1\n"),
             "{yaml}"

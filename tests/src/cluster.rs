@@ -86,9 +86,9 @@ pub const API_GROUPS: &[&str] = &[
 ];
 
 /// The prefix of etcd's data directories (in `/dev/shm`).
-const ETCD_DIR_PREFIX: &str = "plexus-etcd-";
+pub(crate) const ETCD_DIR_PREFIX: &str = "plexus-etcd-";
 /// The file in etcd's data directory that holds the owning process's id.
-const OWNER_FILE: &str = "owner.pid";
+pub(crate) const OWNER_FILE: &str = "owner.pid";
 
 /// How long etcd and the API server get to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -777,7 +777,7 @@ async fn crds_served(client: &kube::Client) -> bool {
 /// Removes the etcd data directories in `shm` left behind by processes that are gone (killed
 /// before they could drop their cluster): each holds over 100 MB of memory (etcd preallocates
 /// its write-ahead log).
-fn remove_stale_etcd_dirs(shm: &Path) {
+pub(crate) fn remove_stale_etcd_dirs(shm: &Path) {
     let Ok(entries) = std::fs::read_dir(shm) else {
         return;
     };
@@ -831,7 +831,7 @@ fn run(cmd: &mut Command) -> Result {
 /// Spawns `cmd` from a thread that lives as long as the process, with `PR_SET_PDEATHSIG` set
 /// to SIGKILL: the child dies with this process even if nothing stops it. (The death signal
 /// follows the spawning *thread*, so it cannot be a test's thread, which ends with the test.)
-fn spawn_tied(cmd: &mut Command) -> io::Result<Child> {
+pub(crate) fn spawn_tied(cmd: &mut Command) -> io::Result<Child> {
     type Job = (Command, mpsc::Sender<io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -875,7 +875,7 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 }
 
 /// The last lines of a log file, for error messages.
-fn tail(log: &Path) -> String {
+pub(crate) fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
@@ -889,7 +889,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -951,6 +951,11 @@ mod tests {
                     "k8s.cni.cncf.io",
                     "network-attachment-definitions",
                     &["get", "list", "watch"]
+                ),
+                expected(
+                    "ipam.plexus.cni.dev",
+                    "ipamblocks",
+                    &["get", "list", "create", "update"]
                 ),
                 expected(
                     "coordination.k8s.io",

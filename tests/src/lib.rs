@@ -7,6 +7,8 @@
 //!
 //! [`cluster::LocalCluster`] is a throwaway Kubernetes API server (etcd plus the cached
 //! kube-apiserver) set up with Plexus's CRDs, RBAC and service account.
+//!
+//! [`etcd::LocalEtcd`] is a throwaway single-member etcd, for the etcd IPAM backend.
 
 use std::fs::File;
 use std::marker::PhantomData;
@@ -19,6 +21,7 @@ use plexus::netns::{self, NetnsError};
 
 pub mod cluster;
 pub mod cri;
+pub mod etcd;
 
 /// True if running as root. Otherwise prints "skipped: needs root" and
 /// returns false, unless the `CI` environment variable is set: root tests

@@ -1,1 +1,5 @@
-//! The datastores: Kubernetes, etcd and an embedded local store (in progress).
+//! The datastores: Kubernetes, etcd and an embedded local store.
+
+pub mod etcd;
+pub mod kubernetes;
+pub mod local;

@@ -60,10 +60,8 @@ fn existing_netns(ctx: &Context) -> String {
 /// twice: at StopPodSandbox and at RemovePodSandbox), so an API server that cannot be asked is
 /// no reason to fail: what the configuration names is torn down, and the DEL succeeds.
 async fn without_cache(ctx: &Context) -> Result<Vec<CachedAttachment>, CniError> {
-    if let (Some(pod), Ok(Some(api))) = (
-        PodRef::from_cni_args(&ctx.env.args),
-        ctx.kube_api().await,
-    ) {
+    if let (Some(pod), Ok(Some(api))) = (PodRef::from_cni_args(&ctx.env.args), ctx.kube_api().await)
+    {
         let from_api = async {
             let info = pod_networks::load_pod(&api, pod, &ctx.config.runtime_config).await?;
             pod_networks::pod_delegates(&ctx.config, &api, &info).await

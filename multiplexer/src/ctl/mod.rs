@@ -2,12 +2,15 @@
 //!
 //! * `plexusctl crds` ([`crds`]): the CustomResourceDefinitions Plexus uses, as YAML.
 //! * `plexusctl install` ([`install`]): puts Plexus's binaries, kubeconfig and conflist on a node.
+//! * `plexusctl ipam` ([`ipam`]): `pools` (occupancy of `plexus-ipam`'s pools) and `gc` (release
+//!   the addresses of pods that are gone).
 //!
 //! A subcommand is a `clap::Args` struct and a `run` function in its module, plus one variant of
 //! [`Command`] and one arm in [`run`].
 
 pub mod crds;
 pub mod install;
+pub mod ipam;
 
 use std::process::ExitCode;
 
@@ -32,6 +35,8 @@ pub enum Command {
     Crds(crds::CrdsArgs),
     /// Install Plexus on this node: binaries, kubeconfig and 00-plexus.conflist (DaemonSet).
     Install(Box<install::InstallArgs>),
+    /// Inspect and clean up plexus-ipam's allocations: `pools`, `gc`.
+    Ipam(ipam::IpamArgs),
 }
 
 /// Runs the subcommand; errors are printed on stderr.
@@ -39,6 +44,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Crds(args) => crds::run(args),
         Command::Install(args) => install::run(args),
+        Command::Ipam(args) => ipam::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -732,7 +732,7 @@ mod tests {
         };
         assert_eq!(forbidden.status_code(), Some(403));
         let e = CniError::from(forbidden);
-        assert_eq!(e.code, 5);
+        assert_eq!(e.code, 107);
         assert!(
             e.msg.contains("forbids") && e.msg.contains(&server),
             "{}",

@@ -3,7 +3,7 @@
 //! Two "pods" (named network namespaces) are attached through `plexus` and
 //! the demo shows their interfaces, pings from one pod to the other on every
 //! network, detaches both pods and checks that nothing is left: no links, no
-//! host-local leases, no Plexus cache entries.
+//! host-local leases, no plexus-ipam allocations, no Plexus cache entries.
 //!
 //! - [`standalone`] (`cargo xtask demo`): static delegates, a bridge network
 //!   (`eth0`) and a macvlan network (`net1`).
@@ -120,7 +120,7 @@ fn build_plexus() -> Result<PathBuf> {
     cmd::run(
         cmd::cargo()
             .current_dir(&root)
-            .args(["build", "-p", "plexus"]),
+            .args(["build", "-p", "plexus", "-p", "plexus-ipam"]),
     )?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -159,7 +159,8 @@ struct Node {
     pods: [&'static str; 2],
     /// The `plexus` binary.
     plexus: PathBuf,
-    /// The state directory: host-local leases in `ipam/`, Plexus's cache in `cache/`.
+    /// The state directory: host-local leases in `ipam/`, plexus-ipam's local store in
+    /// `plexus-ipam/`, Plexus's cache in `cache/`.
     state: PathBuf,
 }
 
@@ -176,13 +177,27 @@ impl Node {
             "macvlan master: {MASTER}, a veth standing in for a second NIC (peer {MASTER_PEER})"
         );
         println!("state directory: {}", self.state.display());
-        println!("  host-local leases in ipam/, Plexus's attachment cache in cache/");
+        println!(
+            "  host-local leases in ipam/, plexus-ipam's allocations in plexus-ipam/, \
+             Plexus's attachment cache in cache/"
+        );
         Ok(())
     }
 
     /// host-local's `ipam` object on `subnet`, with its leases in the state directory.
     fn ipam(&self, subnet: &str) -> Value {
         serde_json::json!({"type": "host-local", "subnet": subnet, "dataDir": self.state.join("ipam")})
+    }
+
+    /// plexus-ipam's `ipam` object on `range`, with its local store in the state directory.
+    fn plexus_ipam(&self, range: &str) -> Value {
+        serde_json::json!({"type": "plexus-ipam", "range": range, "backend": "local",
+                           "local_path": self.state.join("plexus-ipam")})
+    }
+
+    /// The directory of the `plexus` binary, where `plexus-ipam` is built too.
+    fn plexus_dir(&self) -> &Path {
+        self.plexus.parent().unwrap_or(Path::new("."))
     }
 
     /// Writes `config` as `name` into the state directory, prints it under
@@ -205,7 +220,11 @@ impl Node {
             ("CNI_CONTAINERID", pod.to_string()),
             ("CNI_NETNS", netns_path(pod).display().to_string()),
             ("CNI_IFNAME", "eth0".to_string()),
-            ("CNI_PATH", CNI_BIN_DIR.to_string()),
+            // plexus-ipam is found next to plexus.
+            (
+                "CNI_PATH",
+                format!("{CNI_BIN_DIR}:{}", self.plexus_dir().display()),
+            ),
             ("CNI_ARGS", cni_args.to_string()),
         ];
         let shown: Vec<String> = env
@@ -282,10 +301,14 @@ impl Node {
         }
     }
 
-    /// Prints and returns the host-local leases and Plexus's cache entries.
+    /// Prints and returns the host-local leases (plexus-ipam's allocations among them) and
+    /// Plexus's cache entries.
     fn show_state(&self) -> Result<(Vec<String>, Vec<String>)> {
-        let leases = leases(&self.state.join("ipam"))?;
+        let mut leases = leases(&self.state.join("ipam"))?;
         println!("host-local leases: {}", list_or_none(&leases));
+        let allocations = plexus_ipam_allocations(&self.state.join("plexus-ipam"))?;
+        println!("plexus-ipam allocations: {}", list_or_none(&allocations));
+        leases.extend(allocations.into_iter().map(|a| format!("plexus-ipam {a}")));
         let cache = files_under(&self.state.join("cache"))?;
         println!("Plexus cache entries: {}", list_or_none(&cache));
         Ok((leases, cache))
@@ -443,6 +466,27 @@ fn leases(ipam_dir: &Path) -> Result<Vec<String>> {
                 .is_some_and(|n| n.parse::<IpAddr>().is_ok())
         })
         .collect())
+}
+
+/// The allocations in plexus-ipam's local store `dir` (its `n-<network>.json` state files), as
+/// `<ip> (<container>/<ifname>)`; none if it is missing.
+fn plexus_ipam_allocations(dir: &Path) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for file in files_under(dir)?
+        .into_iter()
+        .filter(|f| f.ends_with(".json"))
+    {
+        let state: Value = serde_json::from_slice(&std::fs::read(dir.join(&file))?)?;
+        for (ip, entry) in state["allocations"].as_object().into_iter().flatten() {
+            let owner = &entry["owner"];
+            found.push(format!(
+                "{ip} ({}/{})",
+                owner["containerID"].as_str().unwrap_or("?"),
+                owner["ifname"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    Ok(found)
 }
 
 /// The files under `dir` (recursively), relative to it; none if it is missing.

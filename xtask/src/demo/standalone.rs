@@ -39,7 +39,7 @@ pub(super) fn run(node: &Node) -> Result {
                 "type": "macvlan",
                 "master": MASTER,
                 "mode": "bridge",
-                "ipam": ipam("10.123.2.0/24"),
+                "ipam": node.plexus_ipam("10.123.2.0/24"),
             },
         ],
     });

@@ -1,0 +1,228 @@
+//! `IPAMBlock` (`ipam.plexus.cni.dev/v1alpha1`): one aligned block of addresses of a
+//! `plexus-ipam` network and every allocation in it. Written by hand, like the
+//! NetworkAttachmentDefinition, so that the schema says exactly what is stored.
+//!
+//! A block is the unit of compare-and-swap: `plexus-ipam` changes it only with a `replace`
+//! carrying the `resourceVersion` it read, or creates it only if it is absent. The design is
+//! documented in `plexus_ipam::backends::kubernetes`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+/// The API group.
+pub const GROUP: &str = "ipam.plexus.cni.dev";
+/// The API version.
+pub const VERSION: &str = "v1alpha1";
+/// The kind.
+pub const KIND: &str = "IPAMBlock";
+/// The plural, as it appears in URLs and RBAC rules.
+pub const PLURAL: &str = "ipamblocks";
+
+/// Who holds one address of a block.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockAllocation {
+    /// The pod's namespace (empty outside Kubernetes).
+    #[serde(
+        rename = "podNamespace",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub pod_namespace: String,
+    /// The pod's name (empty outside Kubernetes).
+    #[serde(rename = "podName", default, skip_serializing_if = "String::is_empty")]
+    pub pod_name: String,
+    /// The pod's UID, when the runtime gave it.
+    #[serde(rename = "podUID", default, skip_serializing_if = "String::is_empty")]
+    pub pod_uid: String,
+    /// The container (sandbox) ID.
+    #[serde(rename = "containerID", default)]
+    pub container_id: String,
+    /// The interface name in the container.
+    #[serde(default)]
+    pub ifname: String,
+    /// The node whose allocator wrote it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+}
+
+/// The spec of a block.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpamBlockSpec {
+    /// The network (`network_name`; empty for the unnamed network).
+    #[serde(default)]
+    pub network: String,
+    /// The block, as a CIDR with its host bits zero (`10.1.0.64/26`, `fd00::40/122`).
+    pub cidr: String,
+    /// The range CIDR the block belongs to, for a range that does not share addresses with
+    /// overlapping ranges (`enable_overlapping_ranges: false`); empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub range: String,
+    /// The allocations, keyed by address (`10.1.0.70`, `fd00::41`).
+    #[serde(default)]
+    pub allocations: BTreeMap<String, BlockAllocation>,
+}
+
+/// One block of addresses and its allocations.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct IpamBlock {
+    /// `ipam.plexus.cni.dev/v1alpha1`.
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    /// `IPAMBlock`.
+    #[serde(default)]
+    pub kind: String,
+    /// Name, namespace, labels, resourceVersion.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The block and its allocations.
+    pub spec: IpamBlockSpec,
+}
+
+impl IpamBlock {
+    /// A block named `name` with this spec.
+    pub fn new(name: &str, spec: IpamBlockSpec) -> Self {
+        IpamBlock {
+            api_version: format!("{GROUP}/{VERSION}"),
+            kind: KIND.into(),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            spec,
+        }
+    }
+}
+
+impl kube::Resource for IpamBlock {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        KIND.into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        GROUP.into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        VERSION.into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        PLURAL.into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The CustomResourceDefinition: namespaced, with the network and CIDR as printer columns.
+pub fn crd() -> CustomResourceDefinition {
+    let string =
+        |description: &str| serde_json::json!({"type": "string", "description": description});
+    let allocation = serde_json::json!({
+        "type": "object",
+        "required": ["containerID", "ifname"],
+        "properties": {
+            "podNamespace": string("The pod's namespace."),
+            "podName": string("The pod's name."),
+            "podUID": string("The pod's UID."),
+            "containerID": string("The container (sandbox) ID."),
+            "ifname": string("The interface name in the container."),
+            "node": string("The node whose allocator wrote it.")
+        }
+    });
+    let allocations = serde_json::json!({
+        "description": "The allocations, keyed by address.",
+        "type": "object",
+        "additionalProperties": allocation
+    });
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{PLURAL}.{GROUP}")},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "plural": PLURAL,
+                "singular": "ipamblock",
+                "kind": KIND,
+            },
+            "versions": [{
+                "name": VERSION,
+                "served": true,
+                "storage": true,
+                "additionalPrinterColumns": [
+                    {"name": "Network", "type": "string", "jsonPath": ".spec.network"},
+                    {"name": "CIDR", "type": "string", "jsonPath": ".spec.cidr"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+                ],
+                "schema": {"openAPIV3Schema": {
+                    "description": "An aligned block of addresses of a plexus-ipam network and \
+                                    its allocations; changed only by compare-and-swap on \
+                                    resourceVersion.",
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": {
+                            "type": "object",
+                            "required": ["cidr"],
+                            "properties": {
+                                "network": string("The network (network_name; empty for the unnamed network)."),
+                                "cidr": string("The block CIDR, host bits zero."),
+                                "range": string("The range CIDR, for a range that does not share addresses with overlapping ranges."),
+                                "allocations": allocations
+                            }
+                        }
+                    }
+                }}
+            }]
+        }
+    }))
+    .expect("the IPAMBlock CRD is well-formed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_round_trips_with_its_allocations() {
+        let mut spec = IpamBlockSpec {
+            network: "net".into(),
+            cidr: "10.0.0.0/26".into(),
+            ..IpamBlockSpec::default()
+        };
+        spec.allocations.insert(
+            "10.0.0.1".into(),
+            BlockAllocation {
+                pod_namespace: "default".into(),
+                pod_name: "a".into(),
+                pod_uid: "u".into(),
+                container_id: "c".into(),
+                ifname: "net1".into(),
+                node: "n1".into(),
+            },
+        );
+        let block = IpamBlock::new("net-10.0.0.0-26", spec);
+        let json = serde_json::to_value(&block).unwrap();
+        assert_eq!(json["apiVersion"], "ipam.plexus.cni.dev/v1alpha1");
+        assert_eq!(
+            json["spec"]["allocations"]["10.0.0.1"],
+            serde_json::json!({"podNamespace": "default", "podName": "a", "podUID": "u",
+                               "containerID": "c", "ifname": "net1", "node": "n1"})
+        );
+        let back: IpamBlock = serde_json::from_value(json).unwrap();
+        assert_eq!(back, block);
+        assert_eq!(crd().spec.names.plural, PLURAL);
+    }
+}

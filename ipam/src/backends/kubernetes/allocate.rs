@@ -1,0 +1,355 @@
+//! ADD: the node's own blocks first (no LIST), then the slow path that lists the network's
+//! blocks and Leases to find the attachment, claim a block, or borrow an address.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::coordination::v1::Lease;
+
+use super::block::{by_name, Block};
+use super::hints::{attachment_key, BlockHint};
+use super::layout::Layout;
+use super::leases::{self, Claim, Target};
+use super::place::{Op, Placed};
+use super::KubeStore;
+use crate::store::{Owner, StoreError};
+
+/// Allocates an address of the op's pool for `owner` (see the module documentation of
+/// [`super`] for the order of the steps and their round trips).
+pub async fn allocate(
+    store: &KubeStore,
+    op: &mut Op<'_>,
+    owner: &Owner,
+) -> Result<IpAddr, StoreError> {
+    let hints = op.hints.load();
+    let mut prefetched: Option<Block> = None;
+
+    // A repeated ADD on this node: the block the attachment was last put in.
+    if let Some(hint) = hints.attachments.get(&attachment_key(owner)) {
+        let block = op.objects().get_block(&hint.block).await?;
+        if let Some(block) = block.filter(|b| op.layout.owns(&b.network, &b.range, b.cidr)) {
+            if block.find(owner).is_some() {
+                if let Some(ip) = address(op.place(block, owner).await?) {
+                    return Ok(ip);
+                }
+            } else {
+                prefetched = Some(block);
+            }
+        }
+    }
+
+    // The common case: the lowest of this node's blocks that is not known to be full.
+    for (name, hint) in hints.blocks_in_order() {
+        if hint.full || op.layout.within(hint.cidr).is_none() {
+            continue;
+        }
+        let age = leases::now_secs() - hint.renewed;
+        // An expired claim is renewed before use (another node may have taken the block
+        // over); one past a third of its duration after the address is written.
+        let expired = age >= store.lease_secs();
+        if expired && !renew(store, op, &name, &hint).await? {
+            continue;
+        }
+        let block = match prefetched.take() {
+            Some(block) if block.name == name => block,
+            other => {
+                prefetched = other;
+                match op.objects().get_block(&name).await? {
+                    Some(block) => block,
+                    None => Block::absent(&op.layout, hint.cidr),
+                }
+            }
+        };
+        match op.place(block, owner).await? {
+            Placed::Full => mark_full(op, &name, true),
+            Placed::Held(ip) => return Ok(ip),
+            Placed::New { ip, last } => {
+                if last {
+                    mark_full(op, &name, true);
+                }
+                if !expired && age >= store.lease_secs() / 3 {
+                    renew(store, op, &name, &hint).await?;
+                }
+                return Ok(ip);
+            }
+        }
+    }
+
+    slow_path(store, op, owner).await
+}
+
+/// Lists the network's blocks and Leases, then: the attachment's address anywhere in the
+/// pool; else a free address in a block this node holds; else a block claimed (no Lease, or an
+/// expired Lease on an empty block); else an address borrowed from any block; else exhausted.
+async fn slow_path(
+    store: &KubeStore,
+    op: &mut Op<'_>,
+    owner: &Owner,
+) -> Result<IpAddr, StoreError> {
+    let label = op.layout.network_label();
+    let listed = op.objects().list_blocks(Some(&label)).await?;
+    let leases: HashMap<String, Lease> = op
+        .objects()
+        .list_leases(&label)
+        .await?
+        .into_iter()
+        .filter_map(|l| l.metadata.name.clone().map(|n| (n, l)))
+        .collect();
+    check_block_size(&op.layout, &listed)?;
+    let mut blocks: Vec<Block> = listed
+        .into_iter()
+        .filter(|b| {
+            op.layout.owns(&b.network, &b.range, b.cidr)
+                && b.cidr.prefix_len() == op.layout.block_prefix
+        })
+        .collect();
+    blocks.sort_by_key(|b| super::layout::to_u128(b.cidr.network()));
+
+    // The attachment already holds an address of the pool (made on another node, say).
+    if let Some(block) = blocks.iter().find(|b| b.find(owner).is_some()) {
+        if let Some(ip) = address(op.place(block.clone(), owner).await?) {
+            return Ok(ip);
+        }
+    }
+    let blocks = by_name(blocks);
+    let node = store.options.node.as_str();
+    let now = leases::now_secs();
+
+    // The blocks this node holds, as the Leases say: the hints are brought up to date.
+    let mut own: Vec<(IpNet, Lease)> = Vec::new();
+    let mut seen = HashSet::new();
+    for (name, lease) in &leases {
+        let Some(cidr) = leases::cidr(lease).filter(|c| c.prefix_len() == op.layout.block_prefix)
+        else {
+            continue;
+        };
+        let block_name = op.layout.block_name(cidr);
+        if leases::holder(lease) == node
+            && *name == Layout::lease_name(&block_name)
+            && op.layout.within(cidr).is_some()
+        {
+            own.push((cidr, lease.clone()));
+            seen.insert(block_name);
+        }
+    }
+    own.sort_by_key(|(cidr, _)| super::layout::to_u128(cidr.network()));
+    let layout = op.layout.clone();
+    let free = |name: &str, cidr: IpNet| match blocks.get(name) {
+        Some(b) => layout.lowest_free(b.cidr, &b.taken()).is_some(),
+        None => layout.lowest_free(cidr, &Default::default()).is_some(),
+    };
+    op.hints.update(|h| {
+        h.blocks.retain(|name, _| seen.contains(name));
+        // Attachments whose block no longer holds them (their pod went without a DEL).
+        h.attachments.retain(|_, a| match blocks.get(&a.block) {
+            Some(b) => !b.held_by(&a.container_id, &a.ifname).is_empty(),
+            None => true,
+        });
+        for (cidr, lease) in &own {
+            let name = layout.block_name(*cidr);
+            let mut hint = leases::hint_of(lease, *cidr);
+            hint.full = !free(&name, *cidr);
+            h.blocks.insert(name, hint);
+        }
+    });
+    for (cidr, lease) in &own {
+        let name = op.layout.block_name(*cidr);
+        if !free(&name, *cidr) {
+            continue;
+        }
+        if !leases::is_live(lease, now) {
+            let lease_name = Layout::lease_name(&name);
+            let target = target(&lease_name, &label, *cidr);
+            let claim = leases::claim(
+                op.objects(),
+                target,
+                node,
+                store.options.lease_duration,
+                Some(lease),
+            )
+            .await?;
+            if !held(op, &name, *cidr, claim) {
+                continue;
+            }
+        }
+        let block = current(&blocks, &op.layout, &name, *cidr);
+        let placed = op.place(block, owner).await?;
+        if let Some(ip) = finish(op, &name, placed) {
+            return Ok(ip);
+        }
+    }
+
+    // Claim a block: the lowest with a free address and no live Lease (an expired one only
+    // when the block holds nothing).
+    let mut tried = HashSet::new();
+    loop {
+        let candidate = op.layout.next_block(None, |cidr| {
+            let name = op.layout.block_name(cidr);
+            if tried.contains(&cidr) || !free(&name, cidr) {
+                return true;
+            }
+            match leases.get(&Layout::lease_name(&name)) {
+                None => false,
+                Some(lease) if leases::holder(lease) == node => true,
+                Some(lease) if leases::is_live(lease, now) => true,
+                Some(_) => blocks.get(&name).is_some_and(|b| !b.allocations.is_empty()),
+            }
+        });
+        let Some(cidr) = candidate else { break };
+        tried.insert(cidr);
+        let name = op.layout.block_name(cidr);
+        let lease_name = Layout::lease_name(&name);
+        let claim = leases::claim(
+            op.objects(),
+            target(&lease_name, &label, cidr),
+            node,
+            store.options.lease_duration,
+            leases.get(&lease_name),
+        )
+        .await?;
+        if !held(op, &name, cidr, claim) {
+            continue;
+        }
+        // The listed copy: if it is stale, the write fails and the block is read again.
+        let block = current(&blocks, &op.layout, &name, cidr);
+        let placed = op.place(block, owner).await?;
+        if let Some(ip) = finish(op, &name, placed) {
+            return Ok(ip);
+        }
+    }
+
+    // Borrow: a free address of any block of the range, lowest first.
+    let mut tried = HashSet::new();
+    while let Some(cidr) = op.layout.next_block(None, |cidr| {
+        tried.contains(&cidr) || !free(&op.layout.block_name(cidr), cidr)
+    }) {
+        tried.insert(cidr);
+        let name = op.layout.block_name(cidr);
+        let block = current(&blocks, &op.layout, &name, cidr);
+        if let Some(ip) = address(op.place(block, owner).await?) {
+            return Ok(ip);
+        }
+    }
+
+    let used = op
+        .layout
+        .used_in_range(blocks.values().flat_map(|b| b.allocations.keys()));
+    Err(StoreError::Exhausted {
+        range: op.layout.range.cidr().to_string(),
+        used,
+        size: op.layout.range.usable_count(),
+    })
+}
+
+/// Renews the Lease of a block this node holds by its hint; false (and the hint dropped) when
+/// another node holds it now.
+async fn renew(
+    store: &KubeStore,
+    op: &mut Op<'_>,
+    name: &str,
+    hint: &BlockHint,
+) -> Result<bool, StoreError> {
+    let lease_name = Layout::lease_name(name);
+    let label = op.layout.network_label();
+    let target = target(&lease_name, &label, hint.cidr);
+    let node = &store.options.node;
+    let claim = leases::renew(
+        op.objects(),
+        target,
+        node,
+        store.options.lease_duration,
+        hint,
+    )
+    .await?;
+    Ok(held(op, name, hint.cidr, claim))
+}
+
+/// Records the outcome of a claim or renewal in the hints; whether the node holds the block.
+fn held(op: &Op<'_>, name: &str, cidr: IpNet, claim: Claim) -> bool {
+    match claim {
+        Claim::Held(lease) => {
+            let mut hint = leases::hint_of(&lease, cidr);
+            op.hints.update(|h| {
+                hint.full = h.blocks.get(name).is_some_and(|old| old.full);
+                h.blocks.insert(name.to_string(), hint);
+            });
+            true
+        }
+        Claim::Lost => {
+            op.hints.update(|h| {
+                h.blocks.remove(name);
+            });
+            false
+        }
+    }
+}
+
+/// Records a block's fullness in the hints.
+fn mark_full(op: &Op<'_>, name: &str, full: bool) {
+    op.hints.update(|h| {
+        if let Some(hint) = h.blocks.get_mut(name) {
+            hint.full = full;
+        }
+    });
+}
+
+/// The address placed, if any, with the block's fullness recorded.
+fn finish(op: &Op<'_>, name: &str, placed: Placed) -> Option<IpAddr> {
+    match placed {
+        Placed::New { ip, last } => {
+            if last {
+                mark_full(op, name, true);
+            }
+            Some(ip)
+        }
+        Placed::Held(ip) => Some(ip),
+        Placed::Full => {
+            mark_full(op, name, true);
+            None
+        }
+    }
+}
+
+/// The listed block `name`, or an absent one.
+fn current(blocks: &HashMap<String, Block>, layout: &Layout, name: &str, cidr: IpNet) -> Block {
+    blocks
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| Block::absent(layout, cidr))
+}
+
+/// The Lease of a block.
+fn target<'a>(lease_name: &'a str, label: &'a str, cidr: IpNet) -> Target<'a> {
+    Target {
+        name: lease_name,
+        label,
+        cidr,
+    }
+}
+
+/// The address of a placement, if it gave one.
+fn address(placed: Placed) -> Option<IpAddr> {
+    match placed {
+        Placed::New { ip, .. } | Placed::Held(ip) => Some(ip),
+        Placed::Full => None,
+    }
+}
+
+/// Refuses to go on when blocks of another size overlap the range: every range of a network
+/// must use one block size, or two blocks could hold the same address.
+fn check_block_size(layout: &Layout, blocks: &[Block]) -> Result<(), StoreError> {
+    match blocks.iter().find(|b| {
+        layout.owns(&b.network, &b.range, b.cidr) && b.cidr.prefix_len() != layout.block_prefix
+    }) {
+        Some(b) => Err(StoreError::Backend(format!(
+            "block {} of network {:?} is a /{} but this range uses /{} blocks: every range of a \
+             network must use the same block size",
+            b.cidr,
+            layout.network,
+            b.cidr.prefix_len(),
+            layout.block_prefix
+        ))),
+        None => Ok(()),
+    }
+}
