@@ -158,7 +158,7 @@ async fn patch_with_a_wrong_uid_is_refused(cluster: &LocalCluster, api: &KubeApi
     let pods: Api<Pod> = Api::namespaced(cluster.admin_client(), "default");
     assert_eq!(annotations(&pods.get("web").await.unwrap())[STATUS], "[]");
     // The CNI error for it: not transient.
-    assert_eq!(CniError::from(err).code, 5);
+    assert_eq!(CniError::from(err).code, 107);
 }
 
 async fn nad_is_read(cluster: &LocalCluster, api: &KubeApi) {
@@ -223,7 +223,7 @@ async fn missing_rbac_is_forbidden_and_named(cluster: &LocalCluster, api: &KubeA
     assert!(text.contains("get pods \"default/web\""), "{text}");
     assert!(text.contains(SA_USER), "{text}");
     eprintln!("without RBAC: {text}");
-    assert_eq!(CniError::from(err).code, 5);
+    assert_eq!(CniError::from(err).code, 107);
 
     cluster::apply_yaml(&admin, cluster::RBAC_YAML)
         .await

@@ -77,7 +77,7 @@ pub fn run(args: &TestArgs) -> Result {
         let mut test = cmd::cargo();
         test.current_dir(&root)
             .env("PLEXUS_BIN_DIR", &bin_dir)
-            .args(["test", "--workspace"])
+            .args(["test", "--workspace", "--no-fail-fast"])
             .args(&args.cargo_test_args);
         let result = run_counting(&mut test).and_then(|(c, status)| {
             counts = Some(c);

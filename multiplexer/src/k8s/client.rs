@@ -186,6 +186,8 @@ impl From<KubeError> for CniError {
             ErrorCode::TryAgainLater
         } else if matches!(e, KubeError::Config { .. }) {
             ErrorCode::InvalidNetworkConfig
+        } else if matches!(e, KubeError::Other { .. }) {
+            ErrorCode::IoFailure
         } else {
             ErrorCode::ApiRefused
         };
