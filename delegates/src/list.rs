@@ -44,6 +44,22 @@ pub struct Attachment {
     pub ifname: String,
 }
 
+/// Reads a GC request's valid attachments: `cni.dev/valid-attachments`, or the older
+/// `cni.dev/attachments` that the 1.1.0 specification text named. None given is an empty list.
+pub fn valid_attachments(config: &Map<String, Value>) -> Result<Vec<Attachment>, CniError> {
+    let value = config
+        .get("cni.dev/valid-attachments")
+        .or_else(|| config.get("cni.dev/attachments"))
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
+    serde_json::from_value(value).map_err(|e| {
+        CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            format!("invalid cni.dev/valid-attachments: {e}"),
+        )
+    })
+}
+
 /// One plugin of a network failed.
 #[derive(Debug, Error)]
 #[error("network {network:?}, plugin {plugin:?} ({command}): {source}")]

@@ -33,11 +33,11 @@ use std::fs::OpenOptions;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use plexus_cni::list::Attachment;
+use plexus_cni::list::{valid_attachments, Attachment};
 use plexus_cni::result::IpConfig;
 use plexus_cni::skel::{Plugin, Request};
 use plexus_cni::{CniError, CniResult, ErrorCode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::{debug, info, warn, Level};
 
 use crate::backends::etcd::EtcdStore;
@@ -153,21 +153,6 @@ pub fn owner(req: &Request, config: &IpamConfig) -> Result<Owner, CniError> {
         container_id: req.env.container_id.clone(),
         ifname: req.env.ifname.clone(),
         node: config.node_name.clone(),
-    })
-}
-
-/// Reads `cni.dev/valid-attachments` (or the older `cni.dev/attachments`).
-pub fn valid_attachments(config: &Map<String, Value>) -> Result<Vec<Attachment>, CniError> {
-    let value = config
-        .get("cni.dev/valid-attachments")
-        .or_else(|| config.get("cni.dev/attachments"))
-        .cloned()
-        .unwrap_or(Value::Array(Vec::new()));
-    serde_json::from_value(value).map_err(|e| {
-        CniError::new(
-            ErrorCode::InvalidNetworkConfig,
-            format!("invalid cni.dev/valid-attachments: {e}"),
-        )
     })
 }
 

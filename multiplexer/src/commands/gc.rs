@@ -4,28 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use plexus_cni::config::NetworkConfigList;
-use plexus_cni::list::{self, Attachment};
+use plexus_cni::list::{self, valid_attachments, Attachment};
 use plexus_cni::{CniError, ErrorCode};
 use serde_json::{Map, Value};
 
 use super::Context;
 use crate::cache::CacheEntry;
 use crate::{resolve, teardown};
-
-/// Reads `cni.dev/valid-attachments` (or the older `cni.dev/attachments`).
-fn valid_attachments(config: &Map<String, Value>) -> Result<Vec<Attachment>, CniError> {
-    let value = config
-        .get("cni.dev/valid-attachments")
-        .or_else(|| config.get("cni.dev/attachments"))
-        .cloned()
-        .unwrap_or(Value::Array(Vec::new()));
-    serde_json::from_value(value).map_err(|e| {
-        CniError::new(
-            ErrorCode::InvalidNetworkConfig,
-            format!("invalid cni.dev/valid-attachments: {e}"),
-        )
-    })
-}
 
 /// Runs GC. Every step is attempted; all failures are reported together.
 pub(super) async fn run(ctx: &Context, config: &Map<String, Value>) -> Result<(), CniError> {
