@@ -5,40 +5,13 @@
 //! The binary is built by `cargo build --workspace --bins`.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
+mod common;
+
+use common::{run_plugin, Outcome};
 use plexus_tests::plexus_bin_dir;
 use serde_json::{json, Value};
-
-/// What one call printed and returned.
-#[derive(Debug)]
-struct Outcome {
-    code: i32,
-    json: Value,
-    stdout: String,
-}
-
-impl Outcome {
-    fn ok(self) -> Value {
-        assert_eq!(self.code, 0, "plexus-ipam failed: {}", self.stdout);
-        self.json
-    }
-
-    /// Asserts a failure with a CNI error object (never a panic's 999) and returns its code.
-    fn error_code(&self) -> u64 {
-        assert_ne!(self.code, 0, "expected a failure, got {}", self.stdout);
-        assert!(
-            self.json["msg"].is_string(),
-            "failure without a CNI error object: {:?}",
-            self.stdout
-        );
-        let code = self.json["code"].as_u64().expect("error code");
-        assert_ne!(code, 999, "internal error: {}", self.stdout);
-        code
-    }
-}
 
 fn binary() -> PathBuf {
     let bin = plexus_bin_dir().join("plexus-ipam");
@@ -51,34 +24,9 @@ fn binary() -> PathBuf {
 }
 
 fn run_raw(env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
-    let mut child = Command::new(binary())
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("NODE_NAME", "node-a")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run plexus-ipam");
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    let out = child.wait_with_output().expect("wait for plexus-ipam");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = if stdout.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}"))
-    };
-    assert!(
-        out.status.code().is_some(),
-        "plexus-ipam was killed by a signal"
-    );
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        json,
-        stdout,
-    }
+    let mut env = env.to_vec();
+    env.insert(0, ("NODE_NAME", "node-a"));
+    run_plugin(&binary(), &env, stdin)
 }
 
 /// Runs a command for a container and interface, with optional extra `CNI_ARGS`.
@@ -227,7 +175,7 @@ fn allocation_table() {
         }
         if exhausts {
             let out = add("one-too-many", &config);
-            assert_eq!(out.error_code(), 120, "{ipam}: {}", out.stdout);
+            assert_eq!(out.own_error_code(), 120, "{ipam}: {}", out.stdout);
         }
         for i in 0..want.len() {
             assert_eq!(del(&format!("c{i}"), &config).ok(), Value::Null);
@@ -327,7 +275,7 @@ fn exhaustion_then_del_frees_an_address() {
     add("a", &config).ok();
     add("b", &config).ok();
     let out = add("c", &config);
-    assert_eq!(out.error_code(), 120);
+    assert_eq!(out.own_error_code(), 120);
     assert!(out.json["msg"].as_str().unwrap().contains("10.50.0.0/30"));
     del("a", &config).ok();
     assert_eq!(addresses(&add("c", &config).ok()), ["10.50.0.1/30"]);
@@ -374,7 +322,7 @@ fn multi_range_del_releases_every_range_and_failed_add_rolls_back() {
     );
     add("c2", &config).ok();
     // The last range is full: c3's ADD fails and gives back what it took in the others.
-    assert_eq!(add("c3", &config).error_code(), 120);
+    assert_eq!(add("c3", &config).own_error_code(), 120);
     assert_eq!(held(dir.path()).len(), 8);
     assert!(!held(dir.path()).iter().any(|h| h.contains("c3/")));
     del("c1", &config).ok();
@@ -399,15 +347,21 @@ fn check_status_and_gc() {
         Value::Null
     );
     check_conf["prevResult"]["ips"][0]["address"] = json!("10.80.0.9/24");
-    assert_eq!(call("CHECK", "c1", "net1", "", &check_conf).error_code(), 3);
-    assert_eq!(call("CHECK", "nobody", "net1", "", &config).error_code(), 3);
+    assert_eq!(
+        call("CHECK", "c1", "net1", "", &check_conf).own_error_code(),
+        3
+    );
+    assert_eq!(
+        call("CHECK", "nobody", "net1", "", &config).own_error_code(),
+        3
+    );
     // STATUS: the store's directory is writable; a path under a file is not.
     let status = |c: &Value| run_raw(&[("CNI_COMMAND", "STATUS")], c.to_string().as_bytes());
     assert_eq!(status(&config).ok(), Value::Null);
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let broken = conf(&file.join("store"), json!({"range": "10.80.0.0/24"}));
-    assert_eq!(status(&broken).error_code(), 50);
+    assert_eq!(status(&broken).own_error_code(), 50);
     // GC: only c2 is still valid.
     let mut gc_conf = config.clone();
     gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": "c2", "ifname": "net1"}]);
@@ -417,7 +371,7 @@ fn check_status_and_gc() {
     // GC is a 1.1 command.
     gc_conf["cniVersion"] = json!("1.0.0");
     let out = run_raw(&[("CNI_COMMAND", "GC")], gc_conf.to_string().as_bytes());
-    assert_eq!(out.error_code(), 1);
+    assert_eq!(out.own_error_code(), 1);
 }
 
 #[test]
@@ -509,7 +463,7 @@ fn bad_configs_are_error_7_never_a_panic() {
         for command in ["ADD", "DEL", "CHECK"] {
             let out = call(command, "c1", "net1", "", &config);
             assert_ne!(out.code, 0, "{command} {ipam}: {}", out.stdout);
-            assert_eq!(out.error_code(), 7, "{command} {ipam}: {}", out.stdout);
+            assert_eq!(out.own_error_code(), 7, "{command} {ipam}: {}", out.stdout);
         }
     }
     // No ipam object, an ipam that is not an object, a bad flat file.
@@ -521,7 +475,7 @@ fn bad_configs_are_error_7_never_a_panic() {
         json!({"cniVersion": "1.0.0", "name": "bad", "type": "macvlan",
                "ipam": {"type": "plexus-ipam", "range": "10.0.0.0/24", "configuration_path": flat}}),
     ] {
-        assert_eq!(add("c1", &config).error_code(), 7, "{config}");
+        assert_eq!(add("c1", &config).own_error_code(), 7, "{config}");
     }
     // Malformed stdin and environment are reported by the skeleton.
     assert_eq!(
@@ -534,14 +488,17 @@ fn bad_configs_are_error_7_never_a_panic() {
             ],
             b"{nope"
         )
-        .error_code(),
+        .own_error_code(),
         6
     );
-    assert_eq!(run_raw(&[("CNI_COMMAND", "ADD")], b"{}").error_code(), 4);
+    assert_eq!(
+        run_raw(&[("CNI_COMMAND", "ADD")], b"{}").own_error_code(),
+        4
+    );
     // Two addresses of a family at 0.2.0 cannot be written.
     let config = json!({"cniVersion": "0.2.0", "name": "bad", "type": "macvlan",
                         "ipam": {"type": "plexus-ipam", "backend": "local", "local_path": store,
                                  "range": "10.0.0.0/24", "ipRanges": [{"range": "10.1.0.0/24"}]}});
-    assert_eq!(add("c1", &config).error_code(), 7);
+    assert_eq!(add("c1", &config).own_error_code(), 7);
     assert!(held(dir.path()).is_empty());
 }

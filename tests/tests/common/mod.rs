@@ -25,7 +25,7 @@ pub struct Outcome {
 impl Outcome {
     /// Asserts success and returns the printed JSON.
     pub fn ok(self) -> Value {
-        assert_eq!(self.code, 0, "plexus failed: {}", self.stdout);
+        assert_eq!(self.code, 0, "the plugin failed: {}", self.stdout);
         self.json
     }
 
@@ -39,11 +39,26 @@ impl Outcome {
         );
         self.json["code"].as_u64().expect("error code")
     }
+
+    /// As [`Outcome::error_code`], for a plugin of Plexus's own: its error is never an internal
+    /// one (999, what a caught panic becomes).
+    pub fn own_error_code(&self) -> u64 {
+        let code = self.error_code();
+        assert_ne!(code, 999, "internal error: {}", self.stdout);
+        code
+    }
 }
 
 /// Runs the `plexus` binary with the CNI environment `env` and `stdin`.
 pub fn run_plexus_raw(env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
-    let mut child = Command::new(plexus_bin_dir().join("plexus"))
+    run_plugin(&plexus_bin_dir().join("plexus"), env, stdin)
+}
+
+/// Runs a plugin binary with a clean environment (only `PATH`), the CNI environment `env` and
+/// `stdin`, and reads what it printed. A plugin killed by a signal (a panic) fails the test.
+pub fn run_plugin(binary: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
+    let name = binary.display();
+    let mut child = Command::new(binary)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .envs(env.iter().copied())
@@ -51,19 +66,21 @@ pub fn run_plexus_raw(env: &[(&str, &str)], stdin: &[u8]) -> Outcome {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("run plexus");
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
     let _ = child.stdin.take().unwrap().write_all(stdin);
-    let out = child.wait_with_output().expect("wait for plexus");
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for {name}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let json = if stdout.trim().is_empty() {
         Value::Null
     } else {
         serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}"))
+            .unwrap_or_else(|e| panic!("stdout of {name} is not JSON ({e}): {stdout:?}"))
     };
     assert!(
         out.status.code().is_some(),
-        "plexus was killed by a signal (a panic?)"
+        "{name} was killed by a signal (a panic?)"
     );
     Outcome {
         code: out.status.code().unwrap_or(-1),
