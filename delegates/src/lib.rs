@@ -7,12 +7,16 @@
 //!   [`error`] the versions and error codes.
 //! * Runtime side: [`invoke`] finds and runs a plugin binary, [`list`] runs a whole configuration
 //!   list as libcni does.
+//! * Plugins that move links: [`netns`] runs work inside a network namespace, [`links`] holds
+//!   synchronous netlink helpers for links, addresses and routes.
 
 pub mod config;
 pub mod env;
 pub mod error;
 pub mod invoke;
+pub mod links;
 pub mod list;
+pub mod netns;
 pub mod result;
 pub mod skel;
 pub mod version;

@@ -3,9 +3,10 @@
 //!
 //! In this order, so that the runtime never sees a configuration whose parts are missing:
 //!
-//! 1. copies `plexus` (and `plexus-ipam` when it is there) from the directory of `plexusctl`
-//!    (or `--source-dir`) into the CNI bin dir, atomically ([`binaries`], [`atomic`]): a runtime
-//!    executing the old binary meanwhile never causes "Text file busy" (Multus #1221);
+//! 1. copies `plexus` (and `plexus-ipam` and `plexus-sriov` when they are there) from the
+//!    directory of `plexusctl` (or `--source-dir`) into the CNI bin dir, atomically
+//!    ([`binaries`], [`atomic`]): a runtime executing the old binary meanwhile never causes
+//!    "Text file busy" (Multus #1221);
 //! 2. creates Plexus's cache dir (`--cni-dir`, mode 0700);
 //! 3. copies the service account's token and CA bundle into `<confDir>/plexus.d/` and writes
 //!    `plexus.d/plexus.kubeconfig` naming them by path ([`kubeconfig`]);
@@ -142,7 +143,7 @@ pub struct InstallArgs {
     /// Plexus's cache dir (`cniDir`).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CNI_DIR)]
     pub cni_dir: PathBuf,
-    /// Where `plexus` and `plexus-ipam` are copied from [default: the directory of plexusctl].
+    /// Where `plexus`, `plexus-ipam` and `plexus-sriov` are copied from [default: the directory of plexusctl].
     /// Not under --root.
     #[arg(long, value_name = "DIR")]
     pub source_dir: Option<PathBuf>,

@@ -1,5 +1,5 @@
-//! Installing Plexus's binaries into the CNI bin dir: `plexus` (required) and `plexus-ipam`
-//! (when it is next to `plexus`), each replaced atomically with mode 0755 (see [`super::atomic`]),
+//! Installing Plexus's binaries into the CNI bin dir: `plexus` (required), `plexus-ipam` and
+//! `plexus-sriov` (each when it is next to `plexus`), each replaced atomically with mode 0755 (see [`super::atomic`]),
 //! so a runtime executing the old binary meanwhile is never in the way.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,11 @@ use super::atomic::{self, Change};
 use super::InstallError;
 
 /// The binaries, and whether each is required.
-pub const BINARIES: [(&str, bool); 2] = [("plexus", true), ("plexus-ipam", false)];
+pub const BINARIES: [(&str, bool); 3] = [
+    ("plexus", true),
+    ("plexus-ipam", false),
+    ("plexus-sriov", false),
+];
 
 /// The mode of an installed binary.
 const MODE: u32 = 0o755;
@@ -104,6 +108,9 @@ mod tests {
                 },
                 Installed::Absent {
                     name: "plexus-ipam"
+                },
+                Installed::Absent {
+                    name: "plexus-sriov"
                 }
             ]
         );

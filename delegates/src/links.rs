@@ -15,12 +15,16 @@ use std::path::Path;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage, LinkVfInfo,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope, RouteType, RouteVia,
 };
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::netns::{self, NetnsError};
 
@@ -47,6 +51,9 @@ pub enum LinkError {
     /// The named link does not exist.
     #[error("link {0:?} not found")]
     NotFound(String),
+    /// A hardware address is not `aa:bb:cc:dd:ee:ff`.
+    #[error("invalid MAC address {0:?}")]
+    InvalidMac(String),
     /// A route could not be expressed as a netlink message.
     #[error("invalid route: {0}")]
     InvalidRoute(String),
@@ -195,6 +202,131 @@ pub fn set_up(netns: Option<&Path>, name: &str) -> Result<(), LinkError> {
     let name = name.to_string();
     exec(netns, move |handle| async move {
         set_up_by_name(&handle, &name).await
+    })
+}
+
+/// Brings a link down.
+pub fn set_down(netns: Option<&Path>, name: &str) -> Result<(), LinkError> {
+    modify(netns, name, "bringing {name} down", |b| b.down())
+}
+
+/// Renames a link (`ip link set <name> name <new_name>`); the link must be down or the kernel
+/// must allow renaming it while up.
+pub fn set_name(netns: Option<&Path>, name: &str, new_name: &str) -> Result<(), LinkError> {
+    let new_name = new_name.to_string();
+    modify(netns, name, "renaming {name}", move |b| b.name(new_name))
+}
+
+/// Sets a link's hardware address, given as `aa:bb:cc:dd:ee:ff`.
+pub fn set_mac(netns: Option<&Path>, name: &str, mac: &str) -> Result<(), LinkError> {
+    let bytes = parse_mac(mac).ok_or_else(|| LinkError::InvalidMac(mac.to_string()))?;
+    modify(netns, name, "setting the MAC address of {name}", move |b| {
+        b.address(bytes.to_vec())
+    })
+}
+
+/// Sets a link's MTU.
+pub fn set_mtu(netns: Option<&Path>, name: &str, mtu: u32) -> Result<(), LinkError> {
+    modify(netns, name, "setting the MTU of {name}", move |b| {
+        b.mtu(mtu)
+    })
+}
+
+/// Moves a link into the network namespace at `target`. `target` is opened by the calling
+/// thread first, so `/proc/thread-self/ns/net` names the caller's own namespace (use it to move a
+/// link from a pod back to where the caller runs).
+pub fn move_to_netns(netns: Option<&Path>, name: &str, target: &Path) -> Result<(), LinkError> {
+    let file = std::fs::File::open(target).map_err(|source| {
+        LinkError::Netns(NetnsError::Open {
+            path: target.to_path_buf(),
+            source,
+        })
+    })?;
+    let name = name.to_string();
+    exec(netns, move |handle| async move {
+        let index = link_index(&handle, &name).await?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let message = LinkUnspec::new_with_index(index).setns_by_fd(fd).build();
+        let result = handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(netlink(format!("moving {name} to another namespace")));
+        drop(file);
+        result
+    })
+}
+
+/// The SR-IOV VF entries (`IFLA_VFINFO_LIST`) a PF reports, asked for with the VF extension mask.
+pub fn vf_infos(netns: Option<&Path>, pf: &str) -> Result<Vec<LinkVfInfo>, LinkError> {
+    let pf = pf.to_string();
+    exec(netns, move |handle| async move {
+        let index = link_index(&handle, &pf).await?;
+        let msgs: Vec<LinkMessage> = handle
+            .link()
+            .get()
+            .match_index(index)
+            .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::Vf])
+            .execute()
+            .try_collect()
+            .await
+            .map_err(netlink(format!("reading the VFs of {pf}")))?;
+        Ok(msgs
+            .into_iter()
+            .flat_map(|msg| msg.attributes)
+            .filter_map(|attr| match attr {
+                LinkAttribute::VfInfoList(list) => Some(list),
+                _ => None,
+            })
+            .flatten()
+            .collect())
+    })
+}
+
+/// Sends one VF setting (an `IFLA_VF_INFO` with its VF index inside) to the PF `pf`, as
+/// `ip link set <pf> vf <n> ...` does.
+pub fn set_vf(netns: Option<&Path>, pf: &str, info: LinkVfInfo) -> Result<(), LinkError> {
+    modify(netns, pf, "configuring a VF of {name}", move |b| {
+        b.append_extra_attribute(LinkAttribute::VfInfoList(vec![info]))
+    })
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (either case) into six bytes.
+pub fn parse_mac(mac: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Sends an `RTM_SETLINK` for the link called `name`, built by `build`; `context` names what is
+/// done, with `{name}` replaced by the link's name.
+fn modify<B>(
+    netns: Option<&Path>,
+    name: &str,
+    context: &'static str,
+    build: B,
+) -> Result<(), LinkError>
+where
+    B: FnOnce(LinkMessageBuilder<LinkUnspec>) -> LinkMessageBuilder<LinkUnspec> + Send + 'static,
+{
+    let name = name.to_string();
+    exec(netns, move |handle| async move {
+        let index = link_index(&handle, &name).await?;
+        let message = build(LinkUnspec::new_with_index(index)).build();
+        handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(netlink(context.replace("{name}", &name)))
     })
 }
 
@@ -550,6 +682,23 @@ mod tests {
             "aa:0b:00:01:ff:10"
         );
         assert_eq!(format_mac(&[]), "");
+    }
+
+    #[test]
+    fn macs_parse_in_either_case() {
+        assert_eq!(
+            parse_mac("AA:0b:00:01:ff:10"),
+            Some([0xaa, 0x0b, 0, 1, 0xff, 0x10])
+        );
+        for bad in [
+            "",
+            "aa:bb",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb:cc:dd:ee:f",
+            "zz:bb:cc:dd:ee:ff",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
     }
 
     #[test]

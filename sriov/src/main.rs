@@ -1,0 +1,5 @@
+//! The `plexus-sriov` CNI plugin binary.
+
+fn main() {
+    std::process::exit(plexus_sriov::plugin::run());
+}
