@@ -26,6 +26,11 @@
 //!
 //! The file is written before the first delegate runs (with no `result`s) and again, with every
 //! `result`, once all delegates have succeeded.
+//!
+//! `capabilityArgs` holds what each delegate was offered, so DEL offers the same: the runtime's
+//! and the pod annotation's arguments, `deviceID` for an attachment with a device-plugin device,
+//! and `CNIDeviceInfoFile`, the attachment's device-info file, which DEL also removes (entries
+//! written before device-info support have none, and there is nothing to remove).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -108,6 +113,29 @@ pub struct CacheEntry {
     pub attachments: Vec<CachedAttachment>,
 }
 
+impl CacheEntry {
+    /// Reads container `container_id`'s entry from the bytes of its file `path` (named in
+    /// errors): it must be a version-1 entry of that container.
+    pub fn from_bytes(path: &Path, container_id: &str, bytes: &[u8]) -> Result<Self, CacheError> {
+        let corrupt = |reason: String| CacheError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let entry: CacheEntry =
+            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if entry.kind != CACHE_KIND {
+            return Err(corrupt(format!("unknown kind {:?}", entry.kind)));
+        }
+        if entry.container_id != container_id {
+            return Err(corrupt(format!(
+                "it belongs to container {:?}",
+                entry.container_id
+            )));
+        }
+        Ok(entry)
+    }
+}
+
 /// The cache directory.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -133,24 +161,7 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CacheError::Io { path, source }),
         };
-        let entry: CacheEntry =
-            serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        if entry.kind != CACHE_KIND {
-            return Err(CacheError::Corrupt {
-                path,
-                reason: format!("unknown kind {:?}", entry.kind),
-            });
-        }
-        if entry.container_id != container_id {
-            return Err(CacheError::Corrupt {
-                path,
-                reason: format!("it belongs to container {:?}", entry.container_id),
-            });
-        }
-        Ok(Some(entry))
+        CacheEntry::from_bytes(&path, container_id, &bytes).map(Some)
     }
 
     /// Writes a container's entry atomically: a crash leaves the old file or the new one,

@@ -20,6 +20,13 @@ pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(45);
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one delegate plugin call may take by default.
 pub const DEFAULT_DELEGATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The kubelet's PodResources socket.
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
+/// The kubelet's device-manager checkpoint.
+pub const DEFAULT_KUBELET_CHECKPOINT_FILE: &str =
+    "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+/// The device-info directory of the device-info specification (`dp/` and `cni/` below it).
+pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 
 /// The configuration `plexus` receives on stdin.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +98,21 @@ pub struct PlexusConfig {
     /// Plexus's own: how long one Kubernetes API call may take, in seconds (default 5).
     #[serde(rename = "apiTimeoutSeconds", default)]
     pub api_timeout_seconds: Option<f64>,
+    /// The kubelet's PodResources gRPC socket, asked for the devices of a NAD's `resourceName`.
+    #[serde(
+        rename = "podResourcesSocket",
+        default = "default_pod_resources_socket"
+    )]
+    pub pod_resources_socket: PathBuf,
+    /// The kubelet's device-manager checkpoint, read when the PodResources socket cannot answer.
+    #[serde(
+        rename = "kubeletCheckpointFile",
+        default = "default_kubelet_checkpoint_file"
+    )]
+    pub kubelet_checkpoint_file: PathBuf,
+    /// The device-info directory: device plugins write `dp/`, Plexus and delegates `cni/`.
+    #[serde(rename = "deviceInfoDir", default = "default_device_info_dir")]
+    pub device_info_dir: PathBuf,
 }
 
 fn default_multus_namespace() -> String {
@@ -111,6 +133,15 @@ fn default_cni_dir() -> PathBuf {
 }
 fn default_bin_dir() -> PathBuf {
     DEFAULT_BIN_DIR.into()
+}
+fn default_pod_resources_socket() -> PathBuf {
+    DEFAULT_POD_RESOURCES_SOCKET.into()
+}
+fn default_kubelet_checkpoint_file() -> PathBuf {
+    DEFAULT_KUBELET_CHECKPOINT_FILE.into()
+}
+fn default_device_info_dir() -> PathBuf {
+    DEFAULT_DEVICE_INFO_DIR.into()
 }
 
 fn seconds(value: Option<f64>, default: Duration, key: &str) -> Result<Duration, CniError> {
@@ -224,6 +255,14 @@ mod tests {
         .unwrap();
         assert_eq!(c.conf_dir, PathBuf::from(DEFAULT_CONF_DIR));
         assert_eq!(c.delegate_timeout().unwrap(), DEFAULT_DELEGATE_TIMEOUT);
+        assert_eq!(
+            c.pod_resources_socket,
+            PathBuf::from(DEFAULT_POD_RESOURCES_SOCKET)
+        );
+        assert_eq!(
+            c.device_info_dir,
+            PathBuf::from("/var/run/k8s.cni.cncf.io/devinfo")
+        );
         assert_eq!(
             c.plugin_dirs(&["/opt/cni/bin".into(), "/usr/lib/cni".into()]),
             vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]

@@ -19,6 +19,8 @@ pub struct Delegate {
     pub status_name: String,
     /// The pod annotation's element that asked for this network, if one did.
     pub selection: Option<crate::k8s::selection::NetworkSelection>,
+    /// The device-plugin device this attachment uses (its NAD names a `resourceName`).
+    pub device: Option<crate::devices::Device>,
 }
 
 impl Delegate {
@@ -45,6 +47,18 @@ impl Delegate {
             ifname_request: None,
             capability_args: Map::new(),
             selection: None,
+            device: None,
         })
+    }
+
+    /// Records the device this attachment uses and offers its ID as the `deviceID` capability
+    /// argument (to the plugins that declare it). The configuration must already carry it (see
+    /// [`crate::devices::allocation::inject_device_id`]).
+    pub fn set_device(&mut self, device: Option<crate::devices::Device>) {
+        if let Some(d) = &device {
+            self.capability_args
+                .insert("deviceID".into(), Value::String(d.device_id.clone()));
+        }
+        self.device = device;
     }
 }

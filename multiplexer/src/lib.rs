@@ -11,13 +11,15 @@ pub mod config;
 pub mod ctl;
 pub mod default_routes;
 pub mod delegate;
+pub mod devices;
 pub mod k8s;
-pub mod links;
 pub mod logging;
-pub mod netns;
 pub mod network_status;
 pub mod plan;
 pub mod pod_networks;
 pub mod readiness;
 pub mod resolve;
 pub mod teardown;
+
+/// The netlink and network-namespace helpers, which live in `plexus-cni` (shared with `plexus-sriov`).
+pub use plexus_cni::{links, netns};

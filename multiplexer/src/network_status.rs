@@ -2,13 +2,15 @@
 
 use plexus_cni::{CniError, CniResult};
 
+use crate::devices::device_info;
 use crate::k8s::client::KubeApi;
 use crate::k8s::selection::NETWORK_STATUS_ANNOTATION;
 use crate::k8s::status::{self, NetworkStatus};
 use crate::plan::Attachment;
 use crate::pod_networks::PodInfo;
 
-/// The status entries of every attachment, in order; the primary's is marked `default`.
+/// The status entries of every attachment, in order; the primary's is marked `default`. Each
+/// carries the content of its device-info file, when it has one.
 pub fn statuses(plan: &[Attachment], results: &[CniResult]) -> Vec<NetworkStatus> {
     plan.iter()
         .zip(results)
@@ -17,7 +19,7 @@ pub fn statuses(plan: &[Attachment], results: &[CniResult]) -> Vec<NetworkStatus
                 &a.delegate.status_name,
                 r,
                 a.delegate.primary,
-                None,
+                device_info::read(&a.delegate.capability_args),
                 &a.ifname,
             )
         })

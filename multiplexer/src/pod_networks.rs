@@ -1,6 +1,8 @@
 //! The networks of a Kubernetes pod: the primary (the default-network annotation, the cluster
 //! network, or the first static delegate), then `defaultNetworks`, then the NetworkAttachment-
-//! Definitions its `k8s.v1.cni.cncf.io/networks` annotation names, in order.
+//! Definitions its `k8s.v1.cni.cncf.io/networks` annotation names, in order. A NAD annotated
+//! `k8s.v1.cni.cncf.io/resourceName` gets the next of the pod's devices of that resource
+//! ([`crate::devices`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::config::PlexusConfig;
 use crate::delegate::Delegate;
+use crate::devices::{allocation, Device, PodDevices};
 use crate::k8s::client::KubeApi;
 use crate::k8s::selection::{self, NetworkSelection};
 use crate::k8s::{capability, nad};
@@ -122,16 +125,33 @@ pub async fn load_pod(
     })
 }
 
-/// Fetches NetworkAttachmentDefinitions, each distinct one once per call.
+/// What a NetworkAttachmentDefinition gives: its delegate configuration and the device-plugin
+/// resource its attachments use.
+#[derive(Clone)]
+struct NadNetwork {
+    config: Value,
+    resource_name: Option<String>,
+}
+
+/// One attachment's configuration, carrying the device it uses, if any.
+struct NetworkFor {
+    config: Value,
+    device: Option<Device>,
+    status_name: String,
+}
+
+/// Fetches NetworkAttachmentDefinitions, each distinct one once per call, and hands out the
+/// pod's devices to those that name a resource.
 struct NadFetcher<'a> {
     api: &'a KubeApi,
     config: &'a PlexusConfig,
-    seen: HashMap<(String, String), Option<Value>>,
+    seen: HashMap<(String, String), Option<NadNetwork>>,
+    devices: PodDevices,
 }
 
 impl NadFetcher<'_> {
-    /// The delegate configuration of NAD `namespace/name`; `None` when it does not exist.
-    async fn config(&mut self, namespace: &str, name: &str) -> Result<Option<Value>, CniError> {
+    /// NAD `namespace/name`; `None` when it does not exist.
+    async fn nad(&mut self, namespace: &str, name: &str) -> Result<Option<NadNetwork>, CniError> {
         let key = (namespace.to_string(), name.to_string());
         if let Some(found) = self.seen.get(&key) {
             return Ok(found.clone());
@@ -141,55 +161,101 @@ impl NadFetcher<'_> {
             .get_nad(namespace, name)
             .await
             .map_err(CniError::from)?;
-        let value = match object {
-            Some(nad) => Some(
-                nad::delegate_config(namespace, name, &nad.spec.config, &self.config.conf_dir)
-                    .map_err(CniError::from)?,
-            ),
+        let found = match object {
+            Some(nad) => Some(NadNetwork {
+                config: nad::delegate_config(
+                    namespace,
+                    name,
+                    &nad.spec.config,
+                    &self.config.conf_dir,
+                )
+                .map_err(CniError::from)?,
+                resource_name: nad::resource_name(&nad),
+            }),
             None => None,
         };
-        self.seen.insert(key, value.clone());
-        Ok(value)
+        self.seen.insert(key, found.clone());
+        Ok(found)
     }
 
-    /// A NAD that must exist.
-    async fn required(&mut self, namespace: &str, name: &str) -> Result<Value, CniError> {
-        self.config(namespace, name).await?.ok_or_else(|| {
-            CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                format!("NetworkAttachmentDefinition {namespace}/{name} does not exist"),
-            )
-        })
+    /// One attachment of NAD `namespace/name`, `None` when it does not exist. A NAD that names
+    /// a resource gets the pod's next device of it (else `requested_device`, the annotation's
+    /// own `deviceID`), written into its configuration.
+    async fn attachment(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        requested_device: Option<&str>,
+    ) -> Result<Option<NetworkFor>, CniError> {
+        let Some(nad) = self.nad(namespace, name).await? else {
+            return Ok(None);
+        };
+        let status_name = nad::status_name(namespace, name);
+        let mut config = nad.config;
+        let device = match &nad.resource_name {
+            Some(resource) => {
+                let device = self
+                    .devices
+                    .take(&status_name, resource, requested_device)
+                    .await?;
+                allocation::inject_device_id(&mut config, &device.device_id);
+                Some(device)
+            }
+            None => None,
+        };
+        Ok(Some(NetworkFor {
+            config,
+            device,
+            status_name,
+        }))
+    }
+
+    /// An attachment of a NAD that must exist.
+    async fn required(&mut self, sel: &NetworkSelection) -> Result<NetworkFor, CniError> {
+        let (namespace, name) = (&sel.namespace, &sel.name);
+        self.attachment(namespace, name, sel.device_id.as_deref())
+            .await?
+            .ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::InvalidNetworkConfig,
+                    format!("NetworkAttachmentDefinition {namespace}/{name} does not exist"),
+                )
+            })
     }
 
     /// A network named by `clusterNetwork` or `defaultNetworks`: a NAD in `multusNamespace`, else
     /// a file of that name in `confDir`, else (with a `/`) a path.
-    async fn by_name(&mut self, spec: &str) -> Result<(Value, String), CniError> {
+    async fn by_name(&mut self, spec: &str) -> Result<NetworkFor, CniError> {
         if !spec.contains('/') {
             let ns = self.config.multus_namespace.clone();
-            if let Some(value) = self.config(&ns, spec).await? {
-                return Ok((value, nad::status_name(&ns, spec)));
+            if let Some(found) = self.attachment(&ns, spec, None).await? {
+                return Ok(found);
             }
         }
-        let value = resolve::cluster_network(spec, self.config).map_err(CniError::from)?;
-        let name = value
+        let config = resolve::cluster_network(spec, self.config).map_err(CniError::from)?;
+        let status_name = config
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or(spec)
             .to_string();
-        Ok((value, name))
+        Ok(NetworkFor {
+            config,
+            device: None,
+            status_name,
+        })
     }
 }
 
 /// A delegate for a network a pod asked for, with its runtimeConfig checked against the
 /// capabilities its plugins declare.
 fn selected_delegate(
-    mut value: Value,
+    network: NetworkFor,
     sel: NetworkSelection,
     config: &PlexusConfig,
     primary: bool,
     base_args: &Map<String, Value>,
 ) -> Result<Delegate, CniError> {
+    let mut value = network.config;
     if let Some(args) = &sel.cni_args {
         capability::merge_cni_args(&mut value, args);
     }
@@ -204,7 +270,8 @@ fn selected_delegate(
     let mut args = base_args.clone();
     args.extend(requested);
     delegate.capability_args = args;
-    delegate.status_name = nad::status_name(&sel.namespace, &sel.name);
+    delegate.set_device(network.device);
+    delegate.status_name = network.status_name;
     if !primary {
         delegate.ifname_request = sel.interface.clone();
     }
@@ -244,10 +311,12 @@ pub async fn pod_delegates(
     api: &KubeApi,
     info: &PodInfo,
 ) -> Result<Vec<Delegate>, CniError> {
+    let pod = &info.pod;
     let mut nads = NadFetcher {
         api,
         config,
         seen: HashMap::new(),
+        devices: PodDevices::new(config, &pod.namespace, &pod.name, pod.uid.as_deref()),
     };
     let kubelet_args = &config.runtime_config;
     let mut delegates: Vec<Delegate> = Vec::new();
@@ -256,14 +325,15 @@ pub async fn pod_delegates(
     if let Some(text) = info.annotations.get(selection::DEFAULT_NETWORK_ANNOTATION) {
         let sel = selection::parse_default_network(text, &config.multus_namespace)
             .map_err(CniError::from)?;
-        let value = nads.required(&sel.namespace, &sel.name).await?;
-        delegates.push(selected_delegate(value, sel, config, true, kubelet_args)?);
+        let network = nads.required(&sel).await?;
+        delegates.push(selected_delegate(network, sel, config, true, kubelet_args)?);
     } else if let Some(spec) = &config.cluster_network {
-        let (value, status_name) = nads.by_name(spec).await?;
-        let mut d = Delegate::from_value(value, &config.cni_version, true)
+        let network = nads.by_name(spec).await?;
+        let mut d = Delegate::from_value(network.config, &config.cni_version, true)
             .map_err(|e| CniError::new(e.code(), format!("clusterNetwork {spec:?}: {e}")))?;
         d.capability_args = kubelet_args.clone();
-        d.status_name = status_name;
+        d.set_device(network.device);
+        d.status_name = network.status_name;
         delegates.push(d);
     } else {
         delegates.extend(resolve::static_delegates(config).map_err(CniError::from)?);
@@ -272,10 +342,11 @@ pub async fn pod_delegates(
     // defaultNetworks, except for system namespaces.
     if !config.system_namespaces.contains(&info.pod.namespace) {
         for spec in &config.default_networks {
-            let (value, status_name) = nads.by_name(spec).await?;
-            let mut d = Delegate::from_value(value, &config.cni_version, false)
+            let network = nads.by_name(spec).await?;
+            let mut d = Delegate::from_value(network.config, &config.cni_version, false)
                 .map_err(|e| CniError::new(e.code(), format!("defaultNetworks {spec:?}: {e}")))?;
-            d.status_name = status_name;
+            d.set_device(network.device);
+            d.status_name = network.status_name;
             delegates.push(d);
         }
     }
@@ -286,8 +357,8 @@ pub async fn pod_delegates(
             selection::parse_networks(text, &info.pod.namespace).map_err(CniError::from)?;
         for sel in selections {
             check_isolation(config, &info.pod, &sel)?;
-            let value = nads.required(&sel.namespace, &sel.name).await?;
-            delegates.push(selected_delegate(value, sel, config, false, &Map::new())?);
+            let network = nads.required(&sel).await?;
+            delegates.push(selected_delegate(network, sel, config, false, &Map::new())?);
         }
     }
     Ok(delegates)

@@ -9,6 +9,8 @@
 //! kube-apiserver) set up with Plexus's CRDs, RBAC and service account.
 //!
 //! [`etcd::LocalEtcd`] is a throwaway single-member etcd, for the etcd IPAM backend.
+//!
+//! [`podresources::PodResourcesServer`] stands in for the kubelet's PodResources API.
 
 use std::fs::File;
 use std::marker::PhantomData;
@@ -22,6 +24,8 @@ use plexus::netns::{self, NetnsError};
 pub mod cluster;
 pub mod cri;
 pub mod etcd;
+pub mod podresources;
+pub mod sriov;
 
 /// True if running as root. Otherwise prints "skipped: needs root" and
 /// returns false, unless the `CI` environment variable is set: root tests

@@ -10,9 +10,9 @@ use plexus_cni::{CniError, CniResult, ErrorCode};
 use serde_json::Value;
 
 use super::Context;
-use crate::cache::{CacheEntry, CachedAttachment, CACHE_KIND};
+use crate::cache::{CacheEntry, CacheError, CachedAttachment, CACHE_KIND};
+use crate::devices::device_info;
 use crate::k8s::client::KubeApi;
-use crate::k8s::default_route::DefaultRoute;
 use crate::plan::{self, Attachment};
 use crate::pod_networks::{self, PodInfo, PodRef};
 use crate::{default_routes, links, network_status, readiness, resolve, teardown};
@@ -33,7 +33,12 @@ pub(super) async fn run(ctx: &Context) -> Result<Value, CniError> {
         (Some(api), Some(info)) => pod_networks::pod_delegates(&ctx.config, api, info).await?,
         _ => resolve::static_delegates(&ctx.config)?,
     };
-    let plan = plan::assign_ifnames(delegates, &ctx.env.ifname)?;
+    let mut plan = plan::assign_ifnames(delegates, &ctx.env.ifname)?;
+    device_info::offer(
+        &mut plan,
+        &ctx.config.device_info_dir,
+        &ctx.env.container_id,
+    );
     let route_owner = default_routes::owner(&plan)?;
     let netns = ctx.netns();
     refuse_names_in_use(Path::new(&netns), &plan)?;
@@ -52,6 +57,7 @@ pub(super) async fn run(ctx: &Context) -> Result<Value, CniError> {
     let mut results: Vec<CniResult> = Vec::with_capacity(plan.len());
     for (index, attachment) in plan.iter().enumerate() {
         let rctx = ctx.runtime_context(&entry.attachments[index], &netns);
+        device_info::prepare(attachment, &ctx.config.device_info_dir);
         match list::add(&attachment.delegate.network, &rctx).await {
             Ok(result) => {
                 entry.attachments[index].result =
@@ -63,22 +69,31 @@ pub(super) async fn run(ctx: &Context) -> Result<Value, CniError> {
             }
         }
     }
-    let finished = finish(
-        &plan,
-        &mut results,
-        route_owner.as_ref(),
-        kube.as_ref(),
-        pod.as_ref(),
-        &netns,
-    )
-    .await;
-    if let Err(e) = finished {
-        return Err(roll_back_all(ctx, &entry, &netns, e).await);
+    if let Some(owner) = &route_owner {
+        if let Err(e) = default_routes::apply(Path::new(&netns), &plan, &mut results, owner) {
+            return Err(roll_back_all(ctx, &entry, &netns, e).await);
+        }
     }
     for ((cached, attachment), result) in entry.attachments.iter_mut().zip(&plan).zip(&results) {
         cached.result = Some(result.to_value(attachment.delegate.network.version));
     }
-    ctx.cache.store(&entry)?;
+    // The results are recorded while the network-status is written: one waits on the disk, the
+    // other on the API server.
+    let recording = {
+        let (cache, complete) = (ctx.cache.clone(), entry.clone());
+        tokio::task::spawn_blocking(move || cache.store(&complete))
+    };
+    let status = write_status(&plan, &results, kube.as_ref(), pod.as_ref()).await;
+    let recorded = recording.await.unwrap_or_else(|e| {
+        Err(CacheError::Io {
+            path: ctx.cache.path(&ctx.env.container_id),
+            source: std::io::Error::other(e),
+        })
+    });
+    if let Err(e) = status {
+        return Err(roll_back_all(ctx, &entry, &netns, e).await);
+    }
+    recorded?;
     let primary = plan
         .iter()
         .zip(results)
@@ -88,33 +103,27 @@ pub(super) async fn run(ctx: &Context) -> Result<Value, CniError> {
     Ok(primary.to_value(ctx.version))
 }
 
-/// What follows a complete attachment: the default route goes where the pod asked, and the
-/// network-status annotation is written.
-async fn finish(
+/// Writes the network-status annotation of a Kubernetes pod once every attachment is complete.
+async fn write_status(
     plan: &[Attachment],
-    results: &mut [CniResult],
-    route_owner: Option<&DefaultRoute>,
+    results: &[CniResult],
     kube: Option<&KubeApi>,
     pod: Option<&PodInfo>,
-    netns: &str,
 ) -> Result<(), CniError> {
-    if let Some(owner) = route_owner {
-        default_routes::apply(Path::new(netns), plan, results, owner)?;
-    }
-    if let (Some(api), Some(pod)) = (kube, pod) {
-        let statuses = network_status::statuses(plan, results);
-        network_status::write(api, pod, &statuses)
-            .await
-            .map_err(|e| CniError {
-                msg: format!(
-                    "writing the network-status of pod {}: {}",
-                    pod.pod.display(),
-                    e.msg
-                ),
-                ..e
-            })?;
-    }
-    Ok(())
+    let (Some(api), Some(pod)) = (kube, pod) else {
+        return Ok(());
+    };
+    let statuses = network_status::statuses(plan, results);
+    network_status::write(api, pod, &statuses)
+        .await
+        .map_err(|e| CniError {
+            msg: format!(
+                "writing the network-status of pod {}: {}",
+                pod.pod.display(),
+                e.msg
+            ),
+            ..e
+        })
 }
 
 /// Refuses to start when an interface Plexus is about to create already exists in the pod.
@@ -150,6 +159,7 @@ async fn clear_stale_entry(ctx: &Context) -> Result<(), CniError> {
     tracing::warn!(container = %ctx.env.container_id, "tearing down a stale cache entry before ADD");
     let failures =
         teardown::detach_all(&stale.attachments, |a| ctx.runtime_context(a, &stale.netns)).await;
+    device_info::remove_all(&stale.attachments);
     if !failures.is_empty() {
         return Err(failures.to_cni_error(stale.attachments.len()));
     }
@@ -221,6 +231,7 @@ fn record_rollback(
     attempted: usize,
     mut error: CniError,
 ) -> CniError {
+    device_info::remove_all(&entry.attachments);
     if failures.is_empty() {
         let empty = CacheEntry {
             attachments: Vec::new(),

@@ -5,6 +5,8 @@ use plexus_cni::{CniError, ErrorCode};
 
 use super::Context;
 use crate::cache::{CacheError, CachedAttachment};
+use crate::delegate::Delegate;
+use crate::devices::device_info;
 use crate::pod_networks::{self, PodRef};
 use crate::{plan, resolve, teardown};
 
@@ -18,6 +20,7 @@ pub(super) async fn run(ctx: &Context) -> Result<(), CniError> {
             let attachments = without_cache(ctx).await?;
             let failures =
                 teardown::detach_all(&attachments, |a| ctx.runtime_context(a, &netns)).await;
+            device_info::remove_all(&attachments);
             if !failures.is_empty() {
                 return Err(failures.to_cni_error(attachments.len()));
             }
@@ -29,6 +32,7 @@ pub(super) async fn run(ctx: &Context) -> Result<(), CniError> {
             let attachments = without_cache(ctx).await?;
             let failures =
                 teardown::detach_all(&attachments, |a| ctx.runtime_context(a, &netns)).await;
+            device_info::remove_all(&attachments);
             let mut error = CniError::from(corrupt);
             if !failures.is_empty() {
                 error.details = failures.to_cni_error(attachments.len()).msg;
@@ -38,6 +42,7 @@ pub(super) async fn run(ctx: &Context) -> Result<(), CniError> {
         Err(e) => return Err(e.into()),
     };
     let failures = teardown::detach_all(&attachments, |a| ctx.runtime_context(a, &netns)).await;
+    device_info::remove_all(&attachments);
     if !failures.is_empty() {
         return Err(failures.to_cni_error(attachments.len()));
     }
@@ -67,10 +72,7 @@ async fn without_cache(ctx: &Context) -> Result<Vec<CachedAttachment>, CniError>
             pod_networks::pod_delegates(&ctx.config, &api, &info).await
         };
         match from_api.await {
-            Ok(delegates) => {
-                let plan = plan::assign_ifnames(delegates, &ctx.env.ifname)?;
-                return Ok(plan.iter().map(plan::Attachment::to_cached).collect());
-            }
+            Ok(delegates) => return planned(ctx, delegates),
             // The pod is gone, its networks cannot be planned (ADD would have failed the same
             // way before attaching anything), or the API server cannot be asked.
             Err(e) => tracing::info!("DEL without a cache entry: {}", e.msg),
@@ -91,6 +93,16 @@ fn from_config(ctx: &Context) -> Result<Vec<CachedAttachment>, CniError> {
             ),
         )
     })?;
-    let plan = plan::assign_ifnames(delegates, &ctx.env.ifname)?;
+    planned(ctx, delegates)
+}
+
+/// The attachments ADD would have made of these delegates, with their device-info files.
+fn planned(ctx: &Context, delegates: Vec<Delegate>) -> Result<Vec<CachedAttachment>, CniError> {
+    let mut plan = plan::assign_ifnames(delegates, &ctx.env.ifname)?;
+    device_info::offer(
+        &mut plan,
+        &ctx.config.device_info_dir,
+        &ctx.env.container_id,
+    );
     Ok(plan.iter().map(plan::Attachment::to_cached).collect())
 }

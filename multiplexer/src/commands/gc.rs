@@ -90,6 +90,7 @@ async fn remove_stale(ctx: &Context, entry: &CacheEntry) -> Vec<String> {
         r
     };
     let failures = teardown::detach_all(&entry.attachments, env_ctx).await;
+    crate::devices::device_info::remove_all(&entry.attachments);
     if !failures.is_empty() {
         return failures.0;
     }

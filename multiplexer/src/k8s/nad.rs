@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use plexus_cni::config::NetworkConfigList;
 use plexus_cni::{CniError, ErrorCode};
+use plexus_crds::NetworkAttachmentDefinition;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -67,6 +68,18 @@ impl From<NadError> for CniError {
 /// device-info file names: `namespace/name`.
 pub fn status_name(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
+}
+
+/// The device-plugin resource a NAD's attachments use: its `k8s.v1.cni.cncf.io/resourceName`
+/// annotation, when set and not blank.
+pub fn resource_name(nad: &NetworkAttachmentDefinition) -> Option<String> {
+    nad.metadata
+        .annotations
+        .as_ref()?
+        .get(super::selection::RESOURCE_NAME_ANNOTATION)
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
 }
 
 /// The delegate configuration of NAD `nad_namespace/nad_name`.
@@ -325,6 +338,26 @@ mod tests {
         let e = delegate_config("ns", "x", "", &d.join("absent")).unwrap_err();
         assert!(matches!(e, NadError::Io { .. }), "{e:?}");
         assert_eq!(CniError::from(e).code, 5);
+    }
+
+    #[test]
+    fn resource_names() {
+        let mut nad = NetworkAttachmentDefinition::default();
+        assert_eq!(resource_name(&nad), None);
+        let annotations = nad.metadata.annotations.get_or_insert_default();
+        annotations.insert(
+            "k8s.v1.cni.cncf.io/resourceName".into(),
+            " intel.com/sriov_net ".into(),
+        );
+        assert_eq!(resource_name(&nad).as_deref(), Some("intel.com/sriov_net"));
+        nad.metadata.annotations = Some(
+            [(
+                "k8s.v1.cni.cncf.io/resourceName".to_string(),
+                " ".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(resource_name(&nad), None);
     }
 
     #[test]
