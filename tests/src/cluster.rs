@@ -161,6 +161,9 @@ pub struct LocalCluster {
     /// The generation of the service-account token and the Secret it is bound to.
     sa_token: Mutex<(u32, String)>,
     apiserver_pid: u32,
+    /// The kube-apiserver binary and its port, to start it again after [`Self::kill_apiserver`].
+    apiserver: PathBuf,
+    api_port: u16,
     procs: Mutex<Vec<Child>>,
     dir: Option<tempfile::TempDir>,
     etcd_dir: Option<tempfile::TempDir>,
@@ -231,6 +234,8 @@ impl LocalCluster {
             sa_token_file: d.join("plexus.token"),
             sa_token: Mutex::new((0, String::new())),
             apiserver_pid: 0,
+            apiserver: apiserver.to_path_buf(),
+            api_port,
             procs: Mutex::new(Vec::new()),
             dir: Some(dir),
             etcd_dir: None,
@@ -531,6 +536,51 @@ impl LocalCluster {
 
     /// Stops the API server and etcd, and removes the cluster's files.
     pub fn stop(self) {}
+
+    /// Kills the API server (SIGKILL, as a crash would), keeping etcd and its data running.
+    pub fn kill_apiserver(&self) {
+        let mut procs = self.procs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(child) = procs.get_mut(1) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the API server again after [`kill_apiserver`](Self::kill_apiserver), on the same
+    /// port, etcd and keys, and waits until it is ready (`/readyz`).
+    pub fn start_apiserver_again(&mut self) -> Result {
+        let d = self.dir().to_path_buf();
+        let api_log = d.join("apiserver.log");
+        let log = std::fs::OpenOptions::new().append(true).open(&api_log)?;
+        let mut api = Command::new(&self.apiserver);
+        api.args(apiserver_flags(&d, &self.etcd_url, self.api_port))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = spawn_tied(&mut api)
+            .map_err(|e| format!("cannot start {}: {e}", self.apiserver.display()))?;
+        self.apiserver_pid = child.id();
+        {
+            let mut procs = self.procs.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(old) = procs.get_mut(1) {
+                let _ = old.kill();
+                let _ = old.wait();
+                *old = child;
+            } else {
+                procs.push(child);
+            }
+        }
+        let this = &*self;
+        this.block_on(async {
+            let client = this.admin_client();
+            this.wait_async(
+                "kube-apiserver /readyz after a restart",
+                &api_log,
+                || async { get_text(&client, "/readyz").await.is_ok_and(|t| t == "ok") },
+            )
+            .await
+        })
+    }
 
     /// Spawns `cmd` with stdout and stderr going to `log`; it dies with this process.
     fn spawn(&self, cmd: &mut Command, log: &Path) -> Result<u32> {

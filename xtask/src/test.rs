@@ -3,8 +3,9 @@
 //!
 //! Steps: install the Debian packages the tests drive, check formatting, lint,
 //! build the binaries, then run every test with `PLEXUS_BIN_DIR` pointing at
-//! the freshly built binaries. A summary of the steps, and the test counts,
-//! closes the output; the exit status is non-zero if any step failed.
+//! the freshly built binaries, then run each fuzz target for a while
+//! ([`crate::fuzz`], `PLEXUS_FUZZ_SECONDS`). A summary of the steps, and the
+//! test counts, closes the output; the exit status is non-zero if any step failed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -91,7 +92,32 @@ pub fn run(args: &TestArgs) -> Result {
     } else {
         report.skip("cargo test", "the build failed");
     }
+    fuzz_step(&mut report);
     report.finish(counts)
+}
+
+/// Runs each fuzz target for `PLEXUS_FUZZ_SECONDS` (default 30 s; 0 skips, except in CI).
+fn fuzz_step(report: &mut Report) {
+    let seconds = match crate::fuzz::seconds_for_test() {
+        Ok(0) => {
+            cmd::step("fuzzing skipped (PLEXUS_FUZZ_SECONDS=0)");
+            report.steps.push((
+                "fuzz".to_string(),
+                "skipped: PLEXUS_FUZZ_SECONDS=0".to_string(),
+                Duration::ZERO,
+            ));
+            return;
+        }
+        Ok(s) => s,
+        Err(e) => {
+            report.record("fuzz", Err(e));
+            return;
+        }
+    };
+    cmd::step("fuzz targets");
+    let result =
+        crate::fuzz::list_targets().and_then(|targets| crate::fuzz::run_targets(&targets, seconds));
+    report.record("fuzz", result);
 }
 
 /// Everything the tests need on the machine before they run, including the
