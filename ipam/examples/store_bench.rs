@@ -15,21 +15,48 @@
 //!   ADDs (its connection is then made, as a long-lived node agent's would be); then they start
 //!   together and each makes `adds` ADDs of distinct pods. Prints every timed ADD's latency and
 //!   the wall time of the timed part.
+//! * `raw`: the API server's or etcd's own ceiling for the same round trips, without Plexus:
+//!   the same threads, runtimes and client setup, and per "allocation" exactly the requests of
+//!   a common ADD on an object of the same size. Kubernetes: each allocator GETs its own
+//!   `IPAMBlock` and replaces it on the `resourceVersion` read with one more allocation record
+//!   (emptied after 64, a /26's worth, so the object size follows a real block's). etcd: a
+//!   read-only transaction reading one key, then a transaction that compares its create
+//!   revision with 0 and puts the same three keys (record, container index, pod index) of the
+//!   same sizes as the store's. A lost write (none expected: nothing is shared) is counted and
+//!   retried.
 //! * `fill`: `prefill` allocations are written straight into the store (not through ADDs,
 //!   which would take minutes), then `adds` ADD + DEL cycles of one more pod are made one after
 //!   the other; the ADDs' latencies are printed. Backends `etcd` and `local`.
 //!
+//! `tag`, when given, goes into the pods' names (and the raw etcd keys), so that a second
+//! measurement in the same pool makes new ADDs rather than repeated ones.
+//!
+//! `concurrent` and `raw` also print what the server counted during the timed part, from its
+//! `/metrics`: `requests` (Kubernetes: `apiserver_request_total` of `ipamblocks` and `leases`,
+//! read with the admin kubeconfig `metrics_kubeconfig`; etcd: `grpc_server_handled_total` of
+//! `Range` and `Txn`) and, on Kubernetes, `conflicts` (those answered 409); `raw` prints its own
+//! count of lost writes as `lost`, and both the CPU time the process (the clients, not the
+//! server) used in the timed part as `cpu_s`.
+//!
 //! Backends: `etcd` (`endpoints`, `prefix`), `local` (`dir`), `kubernetes` (`kubeconfig`,
 //! `namespace`, `hint_dir`; `network` names the pool's network for all backends).
 
-use std::net::IpAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use etcd_client::{Compare, CompareOp, ConnectOptions, KvClient, Txn, TxnOp};
+use kube::api::{Api, PostParams};
+use plexus_crds::{IpamBlock, IpamBlockSpec};
 use plexus_ipam::backends::etcd::keys::PoolKeys;
 use plexus_ipam::backends::etcd::EtcdStore;
-use plexus_ipam::backends::kubernetes::{KubeOptions, KubeStore};
+use plexus_ipam::backends::kubernetes::client::{ApiError, KubeClient};
+use plexus_ipam::backends::kubernetes::layout::{Layout, NETWORK_LABEL};
+use plexus_ipam::backends::kubernetes::{
+    KubeOptions, KubeStore, DEFAULT_BLOCK_PREFIX_V4, DEFAULT_BLOCK_PREFIX_V6, DEFAULT_NAMESPACE,
+};
 use plexus_ipam::backends::local::LocalStore;
 use plexus_ipam::range::IpRange;
 use plexus_ipam::store::{Owner, Pool, Store, StoreError};
@@ -64,9 +91,9 @@ fn run(spec: &Value) -> Result<Value, Error> {
     };
     let adds = spec["adds"].as_u64().ok_or("no adds")? as usize;
     match text(spec, "scenario")? {
-        "concurrent" => {
+        scenario @ ("concurrent" | "raw") => {
             let allocators = spec["allocators"].as_u64().ok_or("no allocators")? as usize;
-            concurrent(spec, &pool, allocators, adds)
+            concurrent(spec, &pool, allocators, adds, scenario == "raw")
         }
         "fill" => {
             let prefill = spec["prefill"].as_u64().ok_or("no prefill")? as usize;
@@ -154,49 +181,396 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// `allocators` threads, each its own node with its own store: `warmup` untimed ADDs each
-/// (connections made, a Kubernetes node's first block claimed), then together `adds` ADDs each.
-fn concurrent(spec: &Value, pool: &Pool, allocators: usize, adds: usize) -> Result<Value, Error> {
-    let warmup = spec["warmup"].as_u64().unwrap_or(0);
-    let barrier = Barrier::new(allocators + 1);
-    let (latencies, wall) = std::thread::scope(|scope| -> Result<_, Error> {
+/// `allocators` threads, each its own node with its own store (or, with `raw`, its own raw
+/// client): `warmup` untimed ADDs each (connections made, a Kubernetes node's first block
+/// claimed), then together `adds` ADDs each, with the server's request counts read before and
+/// after.
+fn concurrent(
+    spec: &Value,
+    pool: &Pool,
+    allocators: usize,
+    adds: usize,
+    raw: bool,
+) -> Result<Value, Error> {
+    let warmup = spec["warmup"].as_u64().unwrap_or(0) as usize;
+    let tag = spec["tag"].as_str().unwrap_or_default();
+    let rt = runtime()?;
+    let meter = rt.block_on(Meter::connect(spec))?;
+    // Everyone connected and warmed up; then the start, once the counters are read.
+    let ready = Barrier::new(allocators + 1);
+    let go = Barrier::new(allocators + 1);
+    let (outcomes, wall, before, after, cpu) = std::thread::scope(|scope| -> Result<_, Error> {
         let workers: Vec<_> = (0..allocators)
             .map(|n| {
-                let barrier = &barrier;
-                scope.spawn(move || -> Result<Vec<f64>, Error> {
+                let (ready, go) = (&ready, &go);
+                scope.spawn(move || -> Result<(Vec<f64>, u64), Error> {
                     let node = format!("node{n}");
                     let rt = runtime()?;
-                    let store = rt.block_on(async {
-                        let store = AnyStore::connect(spec, &node).await?;
+                    let allocator = rt.block_on(async {
+                        let mut allocator = Allocator::connect(spec, pool, n, raw).await?;
                         for i in 0..warmup {
-                            let owner = owner(&node, &format!("{node}-warmup-{i}"));
-                            store.allocate(pool, &owner).await?;
+                            allocator
+                                .once(pool, &owner(&node, &format!("{node}{tag}-warmup-{i}")))
+                                .await?;
                         }
-                        Ok::<_, Error>(store)
+                        Ok::<_, Error>(allocator)
                     });
-                    // Everyone reaches the barrier, even after an error, or the others hang.
-                    barrier.wait();
-                    let store = store?;
+                    // Everyone reaches the barriers, even after an error, or the others hang.
+                    ready.wait();
+                    go.wait();
+                    let mut allocator = allocator?;
                     let mut latencies = Vec::with_capacity(adds);
+                    let mut lost = 0;
                     for i in 0..adds {
-                        let owner = owner(&node, &format!("{node}-{i}"));
+                        let owner = owner(&node, &format!("{node}{tag}-{i}"));
                         let started = Instant::now();
-                        rt.block_on(store.allocate(pool, &owner))?;
+                        lost += rt.block_on(allocator.once(pool, &owner))?;
                         latencies.push(ms(started.elapsed()));
                     }
-                    Ok(latencies)
+                    Ok((latencies, lost))
                 })
             })
             .collect();
-        barrier.wait();
+        ready.wait();
+        let before = rt.block_on(meter.read());
+        let cpu_before = cpu_s()?;
+        go.wait();
         let started = Instant::now();
-        let mut latencies = Vec::new();
-        for worker in workers {
-            latencies.extend(worker.join().map_err(|_| "an allocator panicked")??);
-        }
-        Ok((latencies, started.elapsed()))
+        let outcomes: Vec<_> = workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| Error::from("an allocator panicked")))
+            .collect();
+        let wall = started.elapsed();
+        let cpu = cpu_s()? - cpu_before;
+        let after = rt.block_on(meter.read());
+        Ok((outcomes, wall, before, after, cpu))
     })?;
-    Ok(json!({"latencies_ms": latencies, "wall_s": wall.as_secs_f64()}))
+    let mut latencies = Vec::new();
+    let mut lost = 0;
+    for outcome in outcomes {
+        let (samples, n) = outcome??;
+        latencies.extend(samples);
+        lost += n;
+    }
+    let (before, after) = (before?, after?);
+    Ok(json!({
+        "latencies_ms": latencies,
+        "wall_s": wall.as_secs_f64(),
+        "requests": after.requests - before.requests,
+        "conflicts": after.conflicts - before.conflicts,
+        "lost": lost,
+        "cpu_s": cpu,
+    }))
+}
+
+/// The CPU time (user and system) this process used so far, in seconds.
+fn cpu_s() -> Result<f64, Error> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok(secs(usage.user_time()) + secs(usage.system_time()))
+}
+
+/// One concurrent allocator: through a store, or the same round trips made raw.
+enum Allocator {
+    Store(AnyStore),
+    Kube(RawKube),
+    Etcd(RawEtcd),
+}
+
+impl Allocator {
+    /// Allocator `n`, connected (and its raw object made).
+    async fn connect(spec: &Value, pool: &Pool, n: usize, raw: bool) -> Result<Allocator, Error> {
+        let node = format!("node{n}");
+        if !raw {
+            return Ok(Allocator::Store(AnyStore::connect(spec, &node).await?));
+        }
+        Ok(match text(spec, "backend")? {
+            "kubernetes" => Allocator::Kube(RawKube::connect(spec, pool, n).await?),
+            "etcd" => Allocator::Etcd(RawEtcd::connect(spec, pool, n).await?),
+            other => return Err(format!("no raw scenario on {other}").into()),
+        })
+    }
+
+    /// One ADD, or its raw round trips; the writes lost to others.
+    async fn once(&mut self, pool: &Pool, owner: &Owner) -> Result<u64, Error> {
+        match self {
+            Allocator::Store(store) => Ok(store.allocate(pool, owner).await.map(|_| 0)?),
+            Allocator::Kube(raw) => raw.once(owner).await,
+            Allocator::Etcd(raw) => raw.once(owner).await,
+        }
+    }
+}
+
+/// Addresses a raw allocator writes before it starts over (a /26 block's worth).
+const RAW_BLOCK: u128 = 64;
+
+/// A common Kubernetes ADD's round trips without Plexus: GET its own block, replace it on the
+/// `resourceVersion` read with one record more.
+struct RawKube {
+    client: KubeClient,
+    api: Api<IpamBlock>,
+    name: String,
+    range: plexus_ipam::range::IpRange,
+    /// The first offset of this allocator's addresses.
+    base: u128,
+    done: u128,
+}
+
+impl RawKube {
+    async fn connect(spec: &Value, pool: &Pool, n: usize) -> Result<RawKube, Error> {
+        let client =
+            KubeClient::from_kubeconfig(&PathBuf::from(text(spec, "kubeconfig")?), TIMEOUT).await?;
+        let namespace = match spec["namespace"].as_str() {
+            None | Some("") => DEFAULT_NAMESPACE,
+            Some(ns) => ns,
+        };
+        let api = Api::namespaced(client.client().clone(), namespace);
+        let layout = Layout::new(pool, DEFAULT_BLOCK_PREFIX_V4, DEFAULT_BLOCK_PREFIX_V6)?;
+        let base = pool.range.bounds().0 + RAW_BLOCK * n as u128;
+        let cidr = ipnet::IpNet::new(pool.range.address(base), layout.block_prefix)?.trunc();
+        let name = format!("raw-{}", layout.block_name(cidr));
+        let mut object = IpamBlock::new(
+            &name,
+            IpamBlockSpec {
+                network: pool.network.clone(),
+                cidr: cidr.to_string(),
+                range: String::new(),
+                allocations: Default::default(),
+            },
+        );
+        object.metadata.labels = Some([(NETWORK_LABEL.to_string(), layout.network_label())].into());
+        let params = PostParams::default();
+        match client
+            .call(|| format!("create {name}"), api.create(&params, &object))
+            .await
+        {
+            Ok(_) | Err(ApiError::AlreadyExists) => {}
+            Err(e) => return Err(format!("create {name}: {e:?}").into()),
+        }
+        Ok(RawKube {
+            client,
+            api,
+            name,
+            range: pool.range.clone(),
+            base,
+            done: 0,
+        })
+    }
+
+    async fn once(&mut self, owner: &Owner) -> Result<u64, Error> {
+        let name = &self.name;
+        let ip = self
+            .range
+            .address(self.base + self.done % RAW_BLOCK)
+            .to_string();
+        self.done += 1;
+        let mut lost = 0;
+        loop {
+            let mut object = self
+                .client
+                .call(|| format!("get {name}"), self.api.get(name))
+                .await
+                .map_err(|e| format!("get {name}: {e:?}"))?;
+            let allocations = &mut object.spec.allocations;
+            if allocations.len() as u128 >= RAW_BLOCK {
+                allocations.clear();
+            }
+            allocations.insert(ip.clone(), record(owner));
+            let params = PostParams {
+                field_manager: Some("plexus-ipam".into()),
+                ..PostParams::default()
+            };
+            match self
+                .client
+                .call(
+                    || format!("update {name}"),
+                    self.api.replace(name, &params, &object),
+                )
+                .await
+            {
+                Ok(_) => return Ok(lost),
+                Err(ApiError::Conflict) => lost += 1,
+                Err(e) => return Err(format!("update {name}: {e:?}").into()),
+            }
+        }
+    }
+}
+
+/// The record of an allocation in a block, as the store writes it.
+fn record(owner: &Owner) -> plexus_crds::BlockAllocation {
+    plexus_crds::BlockAllocation {
+        pod_namespace: owner.pod_namespace.clone(),
+        pod_name: owner.pod_name.clone(),
+        pod_uid: owner.pod_uid.clone(),
+        container_id: owner.container_id.clone(),
+        ifname: owner.ifname.clone(),
+        node: owner.node.clone(),
+    }
+}
+
+/// A common etcd ADD's round trips without Plexus: a read-only transaction reading one key,
+/// then a transaction taking it (create revision 0) with its two index keys.
+struct RawEtcd {
+    kv: KvClient,
+    keys: PoolKeys,
+    range: plexus_ipam::range::IpRange,
+    base: u128,
+    done: u128,
+}
+
+impl RawEtcd {
+    async fn connect(spec: &Value, pool: &Pool, n: usize) -> Result<RawEtcd, Error> {
+        let endpoints: Vec<String> = serde_json::from_value(spec["endpoints"].clone())?;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(TIMEOUT)
+            .with_timeout(TIMEOUT);
+        let client = etcd_client::Client::connect(&endpoints, Some(options)).await?;
+        let tag = spec["tag"].as_str().unwrap_or_default();
+        let prefix = format!("{}/raw{tag}", text(spec, "prefix")?);
+        Ok(RawEtcd {
+            kv: client.kv_client(),
+            keys: PoolKeys::new(&prefix, pool),
+            range: pool.range.clone(),
+            // Far enough apart that no two allocators write one key.
+            base: pool.range.bounds().0 + 1024 * n as u128,
+            done: 0,
+        })
+    }
+
+    async fn once(&mut self, owner: &Owner) -> Result<u64, Error> {
+        let mut lost = 0;
+        loop {
+            let ip = self.range.address(self.base + self.done);
+            self.done += 1;
+            let ip_key = self.keys.ip(ip);
+            let read = Txn::new().and_then([TxnOp::get(ip_key.clone(), None)]);
+            self.kv.txn(read).await?;
+            let mut value = serde_json::to_value(owner)?;
+            value["cidr"] = json!(self.keys.cidr());
+            let owner_json = serde_json::to_string(owner)?;
+            let mut ops = vec![
+                TxnOp::put(ip_key.clone(), value.to_string(), None),
+                TxnOp::put(self.keys.owner_index(owner, ip), owner_json.clone(), None),
+            ];
+            if let Some(pod_key) = self.keys.pod_index(owner, ip) {
+                ops.push(TxnOp::put(pod_key, owner_json, None));
+            }
+            let take = Txn::new()
+                .when([Compare::create_revision(ip_key, CompareOp::Equal, 0)])
+                .and_then(ops);
+            if self.kv.txn(take).await?.succeeded() {
+                return Ok(lost);
+            }
+            lost += 1;
+        }
+    }
+}
+
+/// What the server counted so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    /// Requests (Kubernetes: on IPAMBlocks and Leases; etcd: Range and Txn).
+    requests: f64,
+    /// Of those, answered 409 Conflict (Kubernetes only).
+    conflicts: f64,
+}
+
+/// Reads the server's request counters from its `/metrics`.
+enum Meter {
+    /// The API server, with an admin client.
+    Kube(KubeClient),
+    /// etcd's client port, `host:port` (plain HTTP).
+    Etcd(String),
+    /// Nothing to read.
+    None,
+}
+
+impl Meter {
+    async fn connect(spec: &Value) -> Result<Meter, Error> {
+        Ok(
+            match (
+                spec["backend"].as_str(),
+                spec["metrics_kubeconfig"].as_str(),
+            ) {
+                (Some("kubernetes"), Some(path)) => {
+                    Meter::Kube(KubeClient::from_kubeconfig(&PathBuf::from(path), TIMEOUT).await?)
+                }
+                (Some("etcd"), _) => {
+                    let endpoints: Vec<String> = serde_json::from_value(spec["endpoints"].clone())?;
+                    let first = endpoints.first().ok_or("no etcd endpoint")?;
+                    Meter::Etcd(first.trim_start_matches("http://").to_string())
+                }
+                _ => Meter::None,
+            },
+        )
+    }
+
+    async fn read(&self) -> Result<Counts, Error> {
+        match self {
+            Meter::Kube(client) => {
+                let request = http::Request::get("/metrics").body(Vec::new())?;
+                let text = client.client().request_text(request).await?;
+                Ok(kube_counts(&text))
+            }
+            Meter::Etcd(address) => {
+                let mut stream = TcpStream::connect(address)?;
+                stream.set_read_timeout(Some(TIMEOUT))?;
+                write!(stream, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+                let mut text = String::new();
+                stream.read_to_string(&mut text)?;
+                Ok(etcd_counts(&text))
+            }
+            Meter::None => Ok(Counts::default()),
+        }
+    }
+}
+
+/// The value of label `name` in a Prometheus sample line.
+fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
+}
+
+/// The value of a Prometheus sample line.
+fn sample(line: &str) -> f64 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `apiserver_request_total` of IPAMBlocks and Leases: all, and those answered 409.
+fn kube_counts(metrics: &str) -> Counts {
+    let mut counts = Counts::default();
+    for line in metrics.lines() {
+        if !line.starts_with("apiserver_request_total{") {
+            continue;
+        }
+        if !matches!(label(line, "resource"), Some("ipamblocks" | "leases")) {
+            continue;
+        }
+        let value = sample(line);
+        counts.requests += value;
+        if label(line, "code") == Some("409") {
+            counts.conflicts += value;
+        }
+    }
+    counts
+}
+
+/// `grpc_server_handled_total` of `Range` and `Txn`.
+fn etcd_counts(metrics: &str) -> Counts {
+    let requests = metrics
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total{"))
+        .filter(|l| matches!(label(l, "grpc_method"), Some("Range" | "Txn")))
+        .map(sample)
+        .sum();
+    Counts {
+        requests,
+        conflicts: 0.0,
+    }
 }
 
 /// `prefill` allocations written directly, then `adds` ADD + DEL cycles; the ADDs' latencies.

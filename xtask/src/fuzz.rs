@@ -75,7 +75,15 @@ pub fn run_targets(targets: &[String], seconds: u64) -> Result {
             .arg("-timeout=10")
             .arg("-rss_limit_mb=2048")
             .arg("-print_final_stats=1");
-        if !cmd::status(&mut run)?.success() {
+        // libFuzzer reports every new input; that goes to a log, and only its summary (or, on
+        // a crash, its end) is printed.
+        let log_path = root.join("fuzz/work").join(format!("{target}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        run.stdout(log.try_clone()?).stderr(log);
+        let ok = cmd::status(&mut run)?.success();
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        print_summary(&text, ok);
+        if !ok {
             crashed.push(target.clone());
         }
     }
@@ -88,6 +96,23 @@ pub fn run_targets(targets: &[String], seconds: u64) -> Result {
             root.join("fuzz/artifacts").display()
         )
         .into())
+    }
+}
+
+/// Prints libFuzzer's final statistics from its log; after a failure, the log's last lines.
+fn print_summary(log: &str, ok: bool) {
+    let lines: Vec<&str> = log.lines().collect();
+    let shown: Vec<&str> = if ok {
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("stat::") || l.starts_with("Done "))
+            .collect()
+    } else {
+        lines[lines.len().saturating_sub(40)..].to_vec()
+    };
+    for line in shown {
+        println!("    {line}");
     }
 }
 

@@ -3,12 +3,14 @@
 //! - `test`: what CI runs — packages, fmt, clippy, build, tests ([`test`]).
 //! - `demo`: a walk through Plexus on real clients ([`demo`]).
 //! - `bench`: timing Plexus against its delegates ([`bench`]).
+//! - `fuzz`: the fuzz targets of `fuzz/` ([`fuzz`]).
 //! - `apiserver`: build and cache a kube-apiserver for the Kubernetes tests ([`apiserver`]).
 
 mod apiserver;
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod packages;
 mod test;
 
@@ -32,6 +34,8 @@ enum Commands {
     Bench(BenchArgs),
     /// Build (once) and cache a kube-apiserver, and print its path.
     Apiserver(apiserver::ApiserverArgs),
+    /// Run the cargo-fuzz targets of fuzz/ (longer than `test` does).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 /// Arguments of `cargo xtask demo`.
@@ -48,6 +52,13 @@ pub struct BenchArgs {
     /// Timed runs of each measurement (after 3 untimed warm-up runs).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
+    /// Run only these benchmarks (repeatable): latency, memory, ipam_memory, kubernetes, pods,
+    /// ipam_concurrency, ipam_fill.
+    #[arg(long, value_name = "BENCHMARK")]
+    pub only: Vec<String>,
+    /// Use the release binaries already built instead of building them first.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 fn main() {
@@ -57,6 +68,7 @@ fn main() {
         Commands::Demo(args) => demo::run(args),
         Commands::Bench(args) => bench::run(args),
         Commands::Apiserver(args) => apiserver::run(args),
+        Commands::Fuzz(args) => fuzz::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

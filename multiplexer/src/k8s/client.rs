@@ -40,7 +40,7 @@ use http::{HeaderValue, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::client::{Body, ConfigExt};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -320,11 +320,17 @@ impl KubeApi {
         &self.client
     }
 
-    /// The pod `namespace/name`, or `None` if it does not exist.
-    pub async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>, KubeError> {
+    /// The metadata (annotations, UID, ...) of the pod `namespace/name`, or `None` if it does
+    /// not exist. Only the metadata is asked for (`PartialObjectMetadata`): a pod's spec, status
+    /// and managed fields are most of its size, and Plexus reads none of them.
+    pub async fn get_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<PartialObjectMeta<Pod>>, KubeError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let resource = format!("pods \"{namespace}/{name}\"");
-        self.get_opt("get", resource, api.get(name)).await
+        self.get_opt("get", resource, api.get_metadata(name)).await
     }
 
     /// The NetworkAttachmentDefinition `namespace/name`, or `None` if it does not exist. A
@@ -377,8 +383,9 @@ impl KubeApi {
             ..PatchParams::default()
         };
         let resource = format!("pods \"{namespace}/{name}\"");
+        // The answer is the patched pod; asking for its metadata only keeps it small.
         self.call("patch", resource, async {
-            api.patch(name, &params, &Patch::Merge(&patch))
+            api.patch_metadata(name, &params, &Patch::Merge(&patch))
                 .await
                 .map(drop)
         })

@@ -12,6 +12,16 @@
 //!   and hint directory: as separate nodes. Each makes [`WARMUP_ADDS`] untimed ADDs first (the
 //!   connection is then open, as in a node agent; a CNI plugin process pays its connection on
 //!   top), then all start together; every pool starts empty (a /16).
+//!
+//!   Next to each, the server's own ceiling: the example's `raw` scenario makes the same round
+//!   trips as a common ADD, with the same threads and client setup, without Plexus's logic
+//!   (API server: GET of the allocator's own `IPAMBlock` and a replace on its
+//!   `resourceVersion` with one record more; etcd: a read transaction and a compare-and-put
+//!   transaction of the same three keys), and the ratio. Plexus and raw are each measured in
+//!   two halves, in the order Plexus, raw, raw, Plexus, so that the machine's changing load
+//!   weighs on both alike. The server's `/metrics` counts the requests per ADD during the timed
+//!   part (API server: IPAMBlocks and Leases; etcd: Range and Txn) and, on the API server, the
+//!   409 Conflicts; beyond 2 per ADD they are the slow path, Lease work and lost races.
 //! * [`fill`]: the latency of one ADD (followed by an untimed DEL, so the pool keeps its size)
 //!   in an IPv6 /64 that holds 10,000 allocations, against the same in an empty IPv4 /24, on
 //!   the embedded local store and on etcd. The 10,000 are written straight into the store.
@@ -23,12 +33,14 @@ use plexus_tests::cluster::LocalCluster;
 use plexus_tests::etcd::LocalEtcd;
 use serde_json::{json, Value};
 
-use super::{percentile, target_dir, Binaries, Figure, Section, Settings};
+use super::report::{percentile, Figure, Section};
+use super::{target_dir, Binaries, Settings};
 use crate::cmd::{self, Result};
 
 /// Allocators of the concurrency benchmark.
 const ALLOCATORS: [usize; 3] = [1, 8, 32];
-/// Timed ADDs of each concurrency measurement, split among its allocators.
+/// Timed ADDs of each concurrency measurement, split among its allocators (and made in two
+/// halves); as many raw operations.
 const TOTAL_ADDS: usize = 512;
 /// Untimed ADDs of each allocator before the timed ones.
 const WARMUP_ADDS: usize = 3;
@@ -38,7 +50,8 @@ const PREFILL: usize = 10_000;
 const FILL_ADDS: usize = 200;
 
 /// ADDs per second and ADD latency with 1, 8 and 32 concurrent allocators, on etcd and on the
-/// API server.
+/// API server, next to the server's own ceiling for the same round trips made raw, and the
+/// requests and conflicts per ADD the server counted.
 pub(super) fn concurrency(_binaries: &Binaries, _settings: &Settings) -> Result<Section> {
     let worker = build_worker()?;
     let etcd = LocalEtcd::start().map_err(|e| e as cmd::Error)?;
@@ -53,7 +66,7 @@ pub(super) fn concurrency(_binaries: &Binaries, _settings: &Settings) -> Result<
                 "backend": backend,
                 "scenario": "concurrent",
                 "allocators": allocators,
-                "adds": TOTAL_ADDS / allocators,
+                "adds": TOTAL_ADDS / allocators / 2,
                 "warmup": WARMUP_ADDS,
                 "range": "10.0.0.0/16",
                 "network": format!("bench-{name}"),
@@ -65,21 +78,90 @@ pub(super) fn concurrency(_binaries: &Binaries, _settings: &Settings) -> Result<
                 }
                 _ => {
                     spec["kubeconfig"] = json!(cluster.sa_kubeconfig());
+                    spec["metrics_kubeconfig"] = json!(cluster.kubeconfig);
                     spec["hint_dir"] = json!(hints.path().join(&name));
                 }
             }
-            let out = run_worker(&worker, &spec)?;
-            let latencies = samples(&out)?;
-            let wall = out["wall_s"].as_f64().ok_or("no wall_s")?;
+            // Each measured in two halves, in the order Plexus, raw, raw, Plexus, so that a
+            // change in the machine's load weighs on both alike.
+            let (mut plexus, mut raw) = (Run::default(), Run::default());
+            for (scenario, tag) in [
+                ("concurrent", "a"),
+                ("raw", "a"),
+                ("raw", "b"),
+                ("concurrent", "b"),
+            ] {
+                spec["scenario"] = json!(scenario);
+                // New pods in the second half: not repeated ADDs of the first's.
+                spec["tag"] = json!(tag);
+                let half = Run::of(&run_worker(&worker, &spec)?)?;
+                match scenario {
+                    "raw" => raw.add(half),
+                    _ => plexus.add(half),
+                }
+            }
             let key = format!("{backend}_{allocators}");
             let who = format!("{label}, {allocators} allocator{}", plural(allocators));
             figures.push(Figure::value(
                 format!("{key}_adds_per_s"),
                 format!("{who}: ADDs/s"),
                 "ADD/s",
-                latencies.len() as f64 / wall,
+                plexus.rate(),
             ));
-            figures.extend(p50_p99(&key, &who, &latencies));
+            figures.extend(p50_p99(
+                &format!("{key}_add"),
+                &format!("{who}: ADD"),
+                &plexus.latencies,
+            ));
+            figures.push(Figure::value(
+                format!("{key}_raw_per_s"),
+                format!("{who}: raw ceiling, same round trips without Plexus/s"),
+                "op/s",
+                raw.rate(),
+            ));
+            figures.extend(p50_p99(
+                &format!("{key}_raw"),
+                &format!("{who}: raw round trips"),
+                &raw.latencies,
+            ));
+            figures.push(Figure::value(
+                format!("{key}_of_raw_pct"),
+                format!("{who}: Plexus ADDs/s as % of the raw ceiling"),
+                "% of raw",
+                100.0 * plexus.rate() / raw.rate(),
+            ));
+            figures.push(Figure::value(
+                format!("{key}_requests_per_add"),
+                format!("{who}: server requests per ADD"),
+                "req/op",
+                plexus.per_op(plexus.requests),
+            ));
+            figures.push(Figure::value(
+                format!("{key}_raw_requests_per_op"),
+                format!("{who}: server requests per raw op"),
+                "req/op",
+                raw.per_op(raw.requests),
+            ));
+            figures.push(Figure::value(
+                format!("{key}_client_cpu_ms_per_add"),
+                format!("{who}: client CPU per ADD"),
+                "ms",
+                plexus.per_op(plexus.cpu_s * 1000.0),
+            ));
+            figures.push(Figure::value(
+                format!("{key}_raw_client_cpu_ms_per_op"),
+                format!("{who}: client CPU per raw op"),
+                "ms",
+                raw.per_op(raw.cpu_s * 1000.0),
+            ));
+            if backend == "kubernetes" {
+                figures.push(Figure::value(
+                    format!("{key}_conflicts_per_add"),
+                    format!("{who}: 409 Conflicts per ADD"),
+                    "req/op",
+                    plexus.per_op(plexus.conflicts),
+                ));
+            }
             eprint!(".");
         }
     }
@@ -87,10 +169,56 @@ pub(super) fn concurrency(_binaries: &Binaries, _settings: &Settings) -> Result<
     Ok(Section::new(
         format!(
             "IPAM: concurrent ADDs through the store API, {TOTAL_ADDS} per measurement (release \
-             build, one thread and client per allocator)"
+             build, one thread and client per allocator), against the same round trips made \
+             raw (GET + replace on resourceVersion / read txn + compare-and-put txn, own object \
+             per allocator); requests counted by the server's /metrics"
         ),
         figures,
     ))
+}
+
+/// What measurements of the worker printed, added up.
+#[derive(Default)]
+struct Run {
+    latencies: Vec<f64>,
+    wall_s: f64,
+    /// Requests the server counted during the timed part.
+    requests: f64,
+    /// Of those, answered 409 Conflict (API server only).
+    conflicts: f64,
+    /// CPU time of the clients (the worker process) in the timed part.
+    cpu_s: f64,
+}
+
+impl Run {
+    fn of(out: &Value) -> Result<Run> {
+        Ok(Run {
+            latencies: samples(out)?,
+            wall_s: out["wall_s"].as_f64().ok_or("no wall_s")?,
+            requests: out["requests"].as_f64().unwrap_or(0.0),
+            conflicts: out["conflicts"].as_f64().unwrap_or(0.0),
+            cpu_s: out["cpu_s"].as_f64().unwrap_or(0.0),
+        })
+    }
+
+    /// Adds another measurement's figures.
+    fn add(&mut self, other: Run) {
+        self.latencies.extend(other.latencies);
+        self.wall_s += other.wall_s;
+        self.requests += other.requests;
+        self.conflicts += other.conflicts;
+        self.cpu_s += other.cpu_s;
+    }
+
+    /// Operations per second.
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall_s
+    }
+
+    /// `count` per operation.
+    fn per_op(&self, count: f64) -> f64 {
+        count / self.latencies.len() as f64
+    }
 }
 
 /// ADD latency in a /64 holding 10,000 allocations against an empty /24, on the local store
@@ -123,7 +251,11 @@ pub(super) fn fill(_binaries: &Binaries, _settings: &Settings) -> Result<Section
             } else {
                 format!("{label}, empty /24")
             };
-            figures.extend(p50_p99(&format!("{backend}_{pool}"), &what, &latencies));
+            figures.extend(p50_p99(
+                &format!("{backend}_{pool}_add"),
+                &format!("{what}: ADD"),
+                &latencies,
+            ));
             eprint!(".");
         }
     }
@@ -137,14 +269,15 @@ pub(super) fn fill(_binaries: &Binaries, _settings: &Settings) -> Result<Section
     ))
 }
 
-/// The p50 and p99 of `latencies` (ms) as two figures.
-fn p50_p99(key: &str, who: &str, latencies: &[f64]) -> [Figure; 2] {
+/// The p50 and p99 of `latencies` (ms) as two figures, keyed `<key>_p50_ms` and labelled
+/// `<what> p50`.
+fn p50_p99(key: &str, what: &str, latencies: &[f64]) -> [Figure; 2] {
     let mut sorted = latencies.to_vec();
     sorted.sort_by(f64::total_cmp);
     [(50.0, "p50"), (99.0, "p99")].map(|(p, name)| {
         Figure::value(
-            format!("{key}_add_{name}_ms"),
-            format!("{who}: ADD {name}"),
+            format!("{key}_{name}_ms"),
+            format!("{what} {name}"),
             "ms",
             percentile(&sorted, p),
         )
@@ -207,10 +340,14 @@ mod tests {
     #[test]
     fn p99_of_a_hundred_samples_is_near_the_top() {
         let samples: Vec<f64> = (1..=100).map(f64::from).collect();
-        let [p50, p99] = p50_p99("k", "who", &samples);
+        let [p50, p99] = p50_p99("k_add", "who: ADD", &samples);
         assert_eq!(p50.key, "k_add_p50_ms");
-        assert!(matches!(p50.measure, super::super::Measure::Value(x) if (x - 50.5).abs() < 1e-9));
-        assert!(matches!(p99.measure, super::super::Measure::Value(x) if (x - 99.01).abs() < 1e-9));
+        assert!(
+            matches!(p50.measure, super::super::report::Measure::Value(x) if (x - 50.5).abs() < 1e-9)
+        );
+        assert!(
+            matches!(p99.measure, super::super::report::Measure::Value(x) if (x - 99.01).abs() < 1e-9)
+        );
     }
 
     /// The benchmarks themselves, printed as the bench prints them:
@@ -221,12 +358,18 @@ mod tests {
     fn ipam_benchmarks() {
         let binaries = Binaries {
             plexus: PathBuf::new(),
+            plexus_ipam: PathBuf::new(),
             plugin_dir: PathBuf::new(),
         };
         let settings = Settings { runs: 1, warmup: 0 };
         let mut sections = vec![fill(&binaries, &settings).unwrap()];
         sections.push(concurrency(&binaries, &settings).unwrap());
-        let report = super::super::Report { settings, sections };
+        let report = super::super::Report {
+            settings,
+            sections,
+            load: None,
+            elapsed_s: 0.0,
+        };
         println!("{}", report.table());
         println!("{:#}", report.to_json());
     }
