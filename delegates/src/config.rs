@@ -296,10 +296,48 @@ pub fn validate_network_name(name: &str) -> Result<(), ConfigError> {
     })
 }
 
+/// Calls `f` on every plugin object of a raw configuration: each object in `plugins` of a
+/// configuration list, or the configuration itself when it has no `plugins` array. Does nothing
+/// when `config` is not an object.
+pub fn for_each_plugin_mut(config: &mut Value, mut f: impl FnMut(&mut Map<String, Value>)) {
+    let Value::Object(map) = config else {
+        return;
+    };
+    match map.get_mut("plugins") {
+        Some(Value::Array(plugins)) => {
+            for plugin in plugins {
+                if let Value::Object(p) = plugin {
+                    f(p);
+                }
+            }
+        }
+        _ => f(map),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn for_each_plugin_mut_visits_a_lists_plugins_or_the_configuration() {
+        let mark = |config: &mut Value| {
+            for_each_plugin_mut(config, |p| drop(p.insert("x".into(), json!(1))))
+        };
+        let mut list = json!({"name": "l", "plugins": [{"type": "a"}, 7, {"type": "b"}]});
+        mark(&mut list);
+        assert_eq!(
+            list,
+            json!({"name": "l", "plugins": [{"type": "a", "x": 1}, 7, {"type": "b", "x": 1}]})
+        );
+        let mut single = json!({"type": "a", "plugins": "not a list"});
+        mark(&mut single);
+        assert_eq!(single["x"], 1);
+        let mut other = json!([1]);
+        mark(&mut other);
+        assert_eq!(other, json!([1]));
+    }
 
     #[test]
     fn keeps_unknown_keys_and_their_order() {

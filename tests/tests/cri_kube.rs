@@ -15,150 +15,20 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::kube::{request, Kube, NETWORKS};
 use common::Lab;
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
-use kube::api::{Api, PostParams};
-use kube::core::ObjectMeta;
 use plexus::links;
-use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
-use plexus_tests::cluster::{self, LocalCluster, SA_USER};
+use plexus_tests::cluster::{self, SA_USER};
 use plexus_tests::cri::Containerd;
 use plexus_tests::{cni_plugin_dir, plexus_bin_dir, root_or_skip};
 use serde_json::{json, Value};
 
 /// The CNI version containerd 1.6 (libcni 1.1) speaks at most.
 const CNI_VERSION: &str = "1.0.0";
-const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
-const STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
 /// The pod's namespace on the API server.
 const NAMESPACE: &str = "shop";
 /// The pod's name.
 const POD: &str = "web";
-
-/// The local cluster with an admin client for set-up and checks.
-struct Kube {
-    cluster: LocalCluster,
-    rt: tokio::runtime::Runtime,
-    admin: kube::Client,
-}
-
-impl Kube {
-    fn start(apiserver: &Path) -> Kube {
-        let cluster = LocalCluster::start_with(apiserver).expect("a local cluster");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let admin = {
-            let _in_runtime = rt.enter();
-            cluster.admin_client()
-        };
-        Kube { cluster, rt, admin }
-    }
-
-    fn namespace(&self, name: &str) {
-        let api: Api<Namespace> = Api::all(self.admin.clone());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        self.rt
-            .block_on(api.create(&PostParams::default(), &ns))
-            .expect("create namespace");
-    }
-
-    fn nad(&self, name: &str, config: &Value) {
-        let api: Api<NetworkAttachmentDefinition> = Api::namespaced(self.admin.clone(), NAMESPACE);
-        let mut nad = NetworkAttachmentDefinition::new(
-            name,
-            NetworkAttachmentDefinitionSpec {
-                config: config.to_string(),
-            },
-        );
-        nad.metadata.namespace = Some(NAMESPACE.into());
-        self.rt
-            .block_on(api.create(&PostParams::default(), &nad))
-            .expect("create NAD");
-    }
-
-    /// Creates the pod with these annotations; returns its UID.
-    fn pod(&self, annotations: &BTreeMap<String, String>) -> String {
-        let api: Api<Pod> = Api::namespaced(self.admin.clone(), NAMESPACE);
-        let pod = Pod {
-            metadata: ObjectMeta {
-                name: Some(POD.into()),
-                annotations: Some(annotations.clone()),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "c".into(),
-                    image: Some("busybox".into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let created = self
-            .rt
-            .block_on(api.create(&PostParams::default(), &pod))
-            .expect("create pod");
-        created.metadata.uid.expect("uid")
-    }
-
-    /// The pod's network-status annotation, parsed.
-    fn network_status(&self) -> Value {
-        let api: Api<Pod> = Api::namespaced(self.admin.clone(), NAMESPACE);
-        let pod = self.rt.block_on(api.get(POD)).expect("get pod");
-        let text = pod
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .get(STATUS)
-            .cloned()
-            .expect("the pod has a network-status annotation");
-        serde_json::from_str(&text).expect("network-status is JSON")
-    }
-
-    /// The audit events of Plexus's service account after the first `from` events.
-    fn plexus_events(&self, from: usize) -> Vec<Value> {
-        self.cluster
-            .audit_events()
-            .into_iter()
-            .skip(from)
-            .filter(|e| e["user"]["username"] == SA_USER)
-            .collect()
-    }
-
-    /// [`plexus_events`](Self::plexus_events), once one of them is a PATCH (the API server
-    /// writes an event just after it answers) or 5 s have passed.
-    fn plexus_events_until_patch(&self, from: usize) -> Vec<Value> {
-        let start = Instant::now();
-        loop {
-            let events = self.plexus_events(from);
-            if events.iter().any(|e| e["verb"] == "patch")
-                || start.elapsed() > Duration::from_secs(5)
-            {
-                return events;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// An audit event as `(verb, resource, name)`.
-fn request(event: &Value) -> (String, String, String) {
-    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-    (
-        text(&event["verb"]),
-        text(&event["objectRef"]["resource"]),
-        text(&event["objectRef"]["name"]),
-    )
-}
 
 /// Seconds since midnight of an audit timestamp (`2024-05-01T10:11:12.345678Z`).
 fn seconds_of_day(timestamp: &Value) -> f64 {
@@ -310,16 +180,24 @@ fn containerd_runs_plexus_with_the_pods_networks_from_the_api_server() {
         return;
     };
     let begin = Instant::now();
-    let kube = Kube::start(&apiserver);
+    let kube = Kube::start_with(&apiserver);
     let lab = Lab::on_host();
     kube.namespace(NAMESPACE);
-    kube.nad("storage", &lab.macvlan(CNI_VERSION, "storage", 20));
-    kube.nad("backup", &lab.macvlan(CNI_VERSION, "backup", 30));
-    let annotations = BTreeMap::from([
-        (NETWORKS.to_string(), "storage, backup".to_string()),
-        ("example.com/owner".to_string(), "shop-team".to_string()),
-    ]);
-    let uid = kube.pod(&annotations);
+    kube.nad(
+        NAMESPACE,
+        "storage",
+        &lab.macvlan(CNI_VERSION, "storage", 20),
+    );
+    kube.nad(NAMESPACE, "backup", &lab.macvlan(CNI_VERSION, "backup", 30));
+    let annotations = [
+        (NETWORKS, "storage, backup"),
+        ("example.com/owner", "shop-team"),
+    ];
+    let uid = kube.pod(NAMESPACE, POD, &annotations);
+    let annotations: BTreeMap<String, String> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
 
     let conf_dir = lab.dir.path().join("net.d");
     let bin_dir = lab.dir.path().join("bin");
@@ -374,7 +252,7 @@ fn containerd_runs_plexus_with_the_pods_networks_from_the_api_server() {
     assert_eq!(status.ip, Some(addresses["eth0"][0].addr()), "{status:?}");
 
     // The annotations came from containerd: no GET of the pod; one GET per NAD, one PATCH.
-    let events = kube.plexus_events_until_patch(audit_from);
+    let events = kube.plexus_events_until(audit_from, "patch");
     print_requests(&events);
     let mut requests: Vec<_> = events.iter().map(request).collect();
     requests.sort();
@@ -389,7 +267,7 @@ fn containerd_runs_plexus_with_the_pods_networks_from_the_api_server() {
     );
     assert!(events.iter().all(|e| e["responseStatus"]["code"] == 200));
 
-    let network_status = kube.network_status();
+    let network_status = kube.network_status(NAMESPACE, POD);
     eprintln!("network-status: {network_status:#}");
     let entries = network_status.as_array().expect("a list");
     assert_eq!(entries.len(), 3, "{network_status:#}");

@@ -11,116 +11,34 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{run_plexus_raw, script_plugin, Outcome};
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
-use kube::api::{Api, PostParams};
-use kube::core::ObjectMeta;
-use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
-use plexus_tests::cluster::{self, LocalCluster};
+use common::kube::{plexus_config, pod_cni_args, pod_object, Kube, PodCall, NETWORKS};
+use common::{script_plugin, Outcome};
 use plexus_tests::podresources::PodResourcesServer;
 use plexus_tests::{cni_plugin_dir, root_or_skip, TestPod};
 use serde_json::{json, Value};
 
-const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
-const STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
-const RESOURCE: &str = "k8s.v1.cni.cncf.io/resourceName";
 const VF: &str = "intel.com/sriov_vf";
 
 /// The cluster and the kubelet stand-in every scenario shares.
 struct Env {
-    cluster: LocalCluster,
-    rt: tokio::runtime::Runtime,
-    admin: kube::Client,
+    kube: Kube,
     kubelet_dir: tempfile::TempDir,
     kubelet: PodResourcesServer,
 }
 
 impl Env {
-    fn namespace(&self, name: &str) {
-        let api: Api<Namespace> = Api::all(self.admin.clone());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        self.rt
-            .block_on(api.create(&PostParams::default(), &ns))
-            .expect("create namespace");
-    }
-
-    /// Creates a NAD, annotated with `resource` when given.
-    fn nad(&self, namespace: &str, name: &str, config: &Value, resource: Option<&str>) {
-        let api: Api<NetworkAttachmentDefinition> = Api::namespaced(self.admin.clone(), namespace);
-        let mut nad = NetworkAttachmentDefinition::new(
-            name,
-            NetworkAttachmentDefinitionSpec {
-                config: config.to_string(),
-            },
-        );
-        nad.metadata.namespace = Some(namespace.into());
-        if let Some(r) = resource {
-            nad.metadata.annotations = Some([(RESOURCE.to_string(), r.to_string())].into());
-        }
-        self.rt
-            .block_on(api.create(&PostParams::default(), &nad))
-            .expect("create NAD");
-    }
-
     /// Creates a pod with this networks annotation (requesting `vfs` devices of [`VF`]) and
     /// returns its UID.
     fn pod(&self, namespace: &str, name: &str, networks: &str, vfs: u32) -> String {
-        let api: Api<Pod> = Api::namespaced(self.admin.clone(), namespace);
-        let limits = (vfs > 0).then(|| {
-            BTreeMap::from([(
-                VF.to_string(),
-                k8s_openapi::apimachinery::pkg::api::resource::Quantity(vfs.to_string()),
-            )])
-        });
-        let pod = Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                annotations: Some([(NETWORKS.to_string(), networks.to_string())].into()),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "c".into(),
-                    image: Some("busybox".into()),
-                    resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
-                        limits,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let created = self
-            .rt
-            .block_on(api.create(&PostParams::default(), &pod))
-            .expect("create pod");
-        created.metadata.uid.expect("uid")
-    }
-
-    /// The pod's network-status annotation, parsed.
-    fn network_status(&self, namespace: &str, name: &str) -> Value {
-        let api: Api<Pod> = Api::namespaced(self.admin.clone(), namespace);
-        let pod = self.rt.block_on(api.get(name)).expect("get pod");
-        let text = pod
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .get(STATUS)
-            .cloned()
-            .unwrap_or_else(|| panic!("pod {namespace}/{name} has no network-status"));
-        serde_json::from_str(&text).expect("network-status is JSON")
+        let count = vfs.to_string();
+        let limits: &[(&str, &str)] = if vfs > 0 { &[(VF, &count)] } else { &[] };
+        self.kube.create_pod(
+            namespace,
+            &pod_object(name, &[(NETWORKS, networks)], "c", limits),
+        )
     }
 }
 
@@ -161,17 +79,19 @@ impl Scenario {
             json!({"cniVersion": "1.0.0", "name": "pods", "type": "primary"}).to_string(),
         )
         .unwrap();
-        let config = json!({
-            "cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
-            "kubeconfig": env.cluster.sa_kubeconfig(),
-            "clusterNetwork": primary,
-            "cniDir": dir.path().join("cache"), "binDir": bin,
-            "apiTimeoutSeconds": 5,
-            "podResourcesSocket": env.kubelet.socket,
-            "kubeletCheckpointFile": env.kubelet_dir.path().join("kubelet_internal_checkpoint"),
-            "deviceInfoDir": dir.path().join("devinfo"),
-        });
-        env.namespace(namespace);
+        let config = plexus_config(
+            &env.kube,
+            &primary,
+            &dir.path().join("cache"),
+            &bin,
+            json!({
+                "apiTimeoutSeconds": 5,
+                "podResourcesSocket": env.kubelet.socket,
+                "kubeletCheckpointFile": env.kubelet_dir.path().join("kubelet_internal_checkpoint"),
+                "deviceInfoDir": dir.path().join("devinfo"),
+            }),
+        );
+        env.kube.namespace(namespace);
         Scenario {
             dir,
             config,
@@ -180,22 +100,15 @@ impl Scenario {
     }
 
     fn cni(&self, command: &str, pod: &TestPod, name: &str, uid: &str) -> Outcome {
-        let args = format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID=c-{name};K8S_POD_UID={uid}",
-            self.namespace
-        );
+        let args = pod_cni_args(&self.namespace, name, uid, Some(&format!("c-{name}")));
         let path = cni_plugin_dir();
-        run_plexus_raw(
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", &self.container(name)),
-                ("CNI_NETNS", pod.path.to_str().unwrap()),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", path.to_str().unwrap()),
-                ("CNI_ARGS", &args),
-            ],
-            self.config.to_string().as_bytes(),
-        )
+        PodCall {
+            container: &self.container(name),
+            netns: pod.path.to_str().unwrap(),
+            cni_path: path.to_str().unwrap(),
+            args: &args,
+        }
+        .run(command, &self.config, &[])
     }
 
     fn container(&self, pod: &str) -> String {
@@ -256,24 +169,13 @@ fn device_plugin_devices_and_device_info() {
     if !root_or_skip() {
         return;
     }
-    let Some(apiserver) = cluster::apiserver_or_skip() else {
+    let Some(kube) = Kube::start() else {
         return;
-    };
-    let cluster = LocalCluster::start_with(&apiserver).expect("a local cluster");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = {
-        let _in_runtime = rt.enter();
-        cluster.admin_client()
     };
     let kubelet_dir = tempfile::tempdir().unwrap();
     let kubelet = PodResourcesServer::start(&kubelet_dir.path().join("kubelet.sock"));
     let env = Env {
-        cluster,
-        rt,
-        admin,
+        kube,
         kubelet_dir,
         kubelet,
     };
@@ -292,7 +194,7 @@ fn device_plugin_devices_and_device_info() {
 /// device plugin (or written by the delegate), offered, reported, and removed by DEL.
 fn two_networks_of_one_resource(env: &Env) {
     let s = Scenario::new(env, "two");
-    env.nad(
+    env.kube.nad_of_resource(
         "two",
         "vf-a",
         &json!({"cniVersion": "1.0.0", "plugins": [
@@ -301,7 +203,7 @@ fn two_networks_of_one_resource(env: &Env) {
         ]}),
         Some(VF),
     );
-    env.nad(
+    env.kube.nad_of_resource(
         "two",
         "vf-b",
         &json!({"cniVersion": "1.0.0", "type": "rec", "capabilities": {"CNIDeviceInfoFile": true}}),
@@ -351,7 +253,7 @@ fn two_networks_of_one_resource(env: &Env) {
     );
     assert!(s.stdin("eth0", "primary").get("deviceID").is_none());
 
-    let status = env.network_status("two", "web");
+    let status = env.kube.network_status("two", "web");
     println!(
         "network-status of two/web:\n{}",
         serde_json::to_string_pretty(&status).unwrap()
@@ -373,7 +275,7 @@ fn two_networks_of_one_resource(env: &Env) {
 /// A pod whose networks name no resource: the kubelet is not asked.
 fn no_resource_no_kubelet_call(env: &Env) {
     let s = Scenario::new(env, "plain");
-    env.nad(
+    env.kube.nad_of_resource(
         "plain",
         "net",
         &json!({"cniVersion": "1.0.0", "type": "rec"}),
@@ -417,7 +319,7 @@ fn assert_checkpoint_devices(s: &Scenario, pod: &TestPod, name: &str, uid: &str)
 /// No PodResources socket, or one nobody listens on: the checkpoint, matched by pod UID.
 fn checkpoint_when_the_socket_is_missing_or_refuses(env: &Env) {
     let mut s = Scenario::new(env, "ckpt");
-    env.nad(
+    env.kube.nad_of_resource(
         "ckpt",
         "vf",
         &json!({"cniVersion": "1.0.0", "type": "rec"}),
@@ -440,7 +342,7 @@ fn checkpoint_when_the_socket_is_missing_or_refuses(env: &Env) {
 /// A PodResources API that does not answer: given up after 2 s, then the checkpoint.
 fn checkpoint_when_the_kubelet_is_silent(env: &Env) {
     let s = Scenario::new(env, "silent");
-    env.nad(
+    env.kube.nad_of_resource(
         "silent",
         "vf",
         &json!({"cniVersion": "1.0.0", "type": "rec"}),
@@ -470,7 +372,7 @@ fn checkpoint_when_the_kubelet_is_silent(env: &Env) {
 /// The kubelet has no device of the resource for the pod: the annotation's own `deviceID`.
 fn annotation_device_id_when_the_kubelet_has_none(env: &Env) {
     let s = Scenario::new(env, "annot");
-    env.nad(
+    env.kube.nad_of_resource(
         "annot",
         "vf",
         &json!({"cniVersion": "1.0.0", "type": "rec", "capabilities": {"deviceID": true}}),
@@ -496,7 +398,7 @@ fn annotation_device_id_when_the_kubelet_has_none(env: &Env) {
 /// A NAD naming a resource the pod has no device of: a clear error, nothing attached.
 fn no_device_is_an_error(env: &Env) {
     let s = Scenario::new(env, "nodev");
-    env.nad(
+    env.kube.nad_of_resource(
         "nodev",
         "vf",
         &json!({"cniVersion": "1.0.0", "type": "rec"}),
@@ -526,13 +428,13 @@ fn no_device_is_an_error(env: &Env) {
 /// A later network fails: the device-info file already copied for an earlier one is removed.
 fn rollback_removes_device_info(env: &Env) {
     let s = Scenario::new(env, "rollback");
-    env.nad(
+    env.kube.nad_of_resource(
         "rollback",
         "vf",
         &json!({"cniVersion": "1.0.0", "type": "rec"}),
         Some(VF),
     );
-    env.nad(
+    env.kube.nad_of_resource(
         "rollback",
         "broken",
         &json!({"cniVersion": "1.0.0", "type": "failer"}),

@@ -20,13 +20,15 @@ mod common;
 #[path = "faults/leaks.rs"]
 mod leaks;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::kube::{
+    plexus_config, pod_cni_args, write_cluster_network, Kube, PodCall, DEFAULT_NETWORK, NETWORKS,
+};
 use common::{ns, run_plexus_raw, run_plugin, script_plugin, Lab, Outcome};
 use leaks::Leaks;
 use plexus_tests::etcd::{etcd_or_skip, LocalEtcd};
@@ -524,122 +526,8 @@ fn a_missing_primary_network_file_fails_add_closed() {
 // The API server killed and restarted during a burst, then the primary NAD missing
 // ---------------------------------------------------------------------------------------------
 
-mod kubeenv {
-    use super::*;
-    use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
-    use kube::api::{Api, PostParams};
-    use kube::core::ObjectMeta;
-    use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
-    use plexus_tests::cluster::{self, LocalCluster};
-
-    pub const NAMESPACE: &str = "faults";
-    const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
-    const DEFAULT_NETWORK: &str = "v1.multus-cni.io/default-network";
-    const STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
-
-    /// The cluster and an admin client on a runtime of its own.
-    pub struct Env {
-        pub cluster: LocalCluster,
-        rt: tokio::runtime::Runtime,
-        admin: kube::Client,
-    }
-
-    impl Env {
-        pub fn start() -> Option<Env> {
-            let apiserver = cluster::apiserver_or_skip()?;
-            let cluster = LocalCluster::start_with(&apiserver).expect("a local cluster");
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let admin = {
-                let _in = rt.enter();
-                cluster.admin_client()
-            };
-            let env = Env { cluster, rt, admin };
-            let api: Api<Namespace> = Api::all(env.admin.clone());
-            let namespace = Namespace {
-                metadata: ObjectMeta {
-                    name: Some(NAMESPACE.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            env.rt
-                .block_on(api.create(&PostParams::default(), &namespace))
-                .expect("create the namespace");
-            Some(env)
-        }
-
-        /// A new admin client, after the API server came back.
-        pub fn reconnect(&mut self) {
-            let _in = self.rt.enter();
-            self.admin = self.cluster.admin_client();
-        }
-
-        pub fn nad(&self, name: &str, config: &Value) {
-            let api: Api<NetworkAttachmentDefinition> =
-                Api::namespaced(self.admin.clone(), NAMESPACE);
-            let mut nad = NetworkAttachmentDefinition::new(
-                name,
-                NetworkAttachmentDefinitionSpec {
-                    config: config.to_string(),
-                },
-            );
-            nad.metadata.namespace = Some(NAMESPACE.into());
-            self.rt
-                .block_on(api.create(&PostParams::default(), &nad))
-                .expect("create NAD");
-        }
-
-        /// Creates a pod with these annotations; returns its UID.
-        pub fn pod(&self, name: &str, annotations: &[(&str, &str)]) -> String {
-            let api: Api<Pod> = Api::namespaced(self.admin.clone(), NAMESPACE);
-            let pod = Pod {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    annotations: Some(
-                        annotations
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect::<BTreeMap<_, _>>(),
-                    ),
-                    ..Default::default()
-                },
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "c".into(),
-                        image: Some("busybox".into()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            let created = self
-                .rt
-                .block_on(api.create(&PostParams::default(), &pod))
-                .expect("create pod");
-            created.metadata.uid.expect("uid")
-        }
-
-        /// The pod's network-status annotation, if written.
-        pub fn network_status(&self, name: &str) -> Option<Value> {
-            let api: Api<Pod> = Api::namespaced(self.admin.clone(), NAMESPACE);
-            let pod = self.rt.block_on(api.get(name)).expect("get pod");
-            let text = pod.metadata.annotations?.get(STATUS)?.clone();
-            Some(serde_json::from_str(&text).expect("network-status is JSON"))
-        }
-    }
-
-    pub fn networks_annotation() -> &'static str {
-        NETWORKS
-    }
-
-    pub fn default_network_annotation() -> &'static str {
-        DEFAULT_NETWORK
-    }
-}
+/// The namespace of the burst's pods.
+const NAMESPACE: &str = "faults";
 
 /// One pod of the burst: its namespace, name, UID and container ID.
 struct BurstPod {
@@ -651,27 +539,18 @@ struct BurstPod {
 
 impl BurstPod {
     fn cni(&self, command: &str, config: &Value) -> Outcome {
-        let args = format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_UID={}",
-            kubeenv::NAMESPACE,
-            self.name,
-            self.uid
-        );
-        run_plexus_raw(
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", &self.container),
-                ("CNI_NETNS", ns(&self.netns)),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", &cni_path()),
-                ("CNI_ARGS", &args),
-            ],
-            config.to_string().as_bytes(),
-        )
+        let args = pod_cni_args(NAMESPACE, &self.name, &self.uid, None);
+        PodCall {
+            container: &self.container,
+            netns: ns(&self.netns),
+            cni_path: &cni_path(),
+            args: &args,
+        }
+        .run(command, config, &[])
     }
 
     /// Asserts that the pod is fully attached: cache entry, eth0 and net1, network-status.
-    fn assert_attached(&self, lab: &Lab, env: &kubeenv::Env) {
+    fn assert_attached(&self, lab: &Lab, env: &Kube) {
         assert!(
             lab.cache_entries().contains(&self.container),
             "{}: no cache entry",
@@ -685,7 +564,7 @@ impl BurstPod {
             );
         }
         let status = env
-            .network_status(&self.name)
+            .try_network_status(NAMESPACE, &self.name)
             .unwrap_or_else(|| panic!("{}: no network-status", self.name));
         assert_eq!(status.as_array().map(Vec::len), Some(2), "{status}");
     }
@@ -696,24 +575,24 @@ fn apiserver_killed_during_a_burst_then_primary_nad_missing() {
     if !root_or_skip() {
         return;
     }
-    let Some(mut env) = kubeenv::Env::start() else {
+    let Some(mut env) = Kube::start() else {
         return;
     };
+    env.namespace(NAMESPACE);
     let lab = Lab::on_host();
     let ipam_store = lab.dir.path().join("plexus-ipam");
     let leaks = Leaks::watch(&lab).with_local_ipam(ipam_store.clone());
     let conf_dir = lab.dir.path().join("net.d");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let cluster_file = conf_dir.join("10-pods.conf");
-    std::fs::write(&cluster_file, lab.bridge("1.0.0").to_string()).unwrap();
-    let config = json!({
-        "cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
-        "kubeconfig": env.cluster.sa_kubeconfig(),
-        "clusterNetwork": cluster_file, "confDir": conf_dir,
-        "cniDir": lab.cache_dir(), "binDir": lab.dir.path().join("bin"),
-        "apiTimeoutSeconds": 2, "delegateTimeoutSeconds": 20,
-    });
+    let cluster_file = write_cluster_network(&conf_dir, &lab.bridge("1.0.0"));
+    let config = plexus_config(
+        &env,
+        &cluster_file,
+        &lab.cache_dir(),
+        &lab.dir.path().join("bin"),
+        json!({"confDir": conf_dir, "apiTimeoutSeconds": 2, "delegateTimeoutSeconds": 20}),
+    );
     env.nad(
+        NAMESPACE,
         "storage",
         &macvlan_plexus_ipam(
             &lab,
@@ -725,7 +604,7 @@ fn apiserver_killed_during_a_burst_then_primary_nad_missing() {
     let pods: Vec<BurstPod> = (0..12)
         .map(|i| {
             let name = format!("burst-{i}");
-            let uid = env.pod(&name, &[(kubeenv::networks_annotation(), "storage")]);
+            let uid = env.pod(NAMESPACE, &name, &[(NETWORKS, "storage")]);
             BurstPod {
                 netns: TestPod::new("pxpod"),
                 container: format!("c-faults-{name}"),
@@ -742,10 +621,11 @@ fn apiserver_killed_during_a_burst_then_primary_nad_missing() {
         p.cni("ADD", &config).ok();
         p.assert_attached(&lab, &env);
     }
-    // One ADD's time: the burst's calls start half of it apart, and the API server dies after
-    // the first ADDs could finish, while later ones are in flight or not yet started.
+    // One ADD's time: the burst's calls start half of it apart, and the API server dies as soon
+    // as the burst's first ADD has finished, while later ones are in flight or not yet started.
     let one_add = started.elapsed() / 4;
     eprintln!("burst: one ADD takes {one_add:?}");
+    let (finished, first_add_done) = std::sync::mpsc::channel();
     let outcomes: Vec<(usize, &str, Outcome)> = std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
@@ -753,14 +633,21 @@ fn apiserver_killed_during_a_burst_then_primary_nad_missing() {
             .map(|(i, p)| {
                 let command = if i < 4 { "DEL" } else { "ADD" };
                 let config = &config;
+                let finished = finished.clone();
                 s.spawn(move || {
                     // Staggered, so that calls start before, during and after the crash.
                     std::thread::sleep(one_add * (i as u32 % 8) / 2);
-                    (i, command, p.cni(command, config))
+                    let out = p.cni(command, config);
+                    if command == "ADD" {
+                        let _ = finished.send(());
+                    }
+                    (i, command, out)
                 })
             })
             .collect();
-        std::thread::sleep(one_add * 2);
+        first_add_done
+            .recv_timeout(Duration::from_secs(120))
+            .expect("no ADD of the burst finished");
         env.cluster.kill_apiserver();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -810,11 +697,9 @@ fn apiserver_killed_during_a_burst_then_primary_nad_missing() {
     // does not exist. ADD fails closed, never falling back to the cluster network.
     let lonely = BurstPod {
         uid: env.pod(
+            NAMESPACE,
             "no-primary",
-            &[
-                (kubeenv::default_network_annotation(), "faults/absent"),
-                (kubeenv::networks_annotation(), "storage"),
-            ],
+            &[(DEFAULT_NETWORK, "faults/absent"), (NETWORKS, "storage")],
         ),
         netns: TestPod::new("pxpod"),
         name: "no-primary".into(),
@@ -832,7 +717,7 @@ fn apiserver_killed_during_a_burst_then_primary_nad_missing() {
     let mut by_name = config.clone();
     by_name["clusterNetwork"] = json!("absent-cluster-network");
     let plain = BurstPod {
-        uid: env.pod("plain", &[]),
+        uid: env.pod(NAMESPACE, "plain", &[]),
         netns: TestPod::new("pxpod"),
         name: "plain".into(),
         container: "c-faults-plain".into(),

@@ -10,142 +10,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{addresses_of, ns, run_plexus_raw, script_plugin, Lab, Outcome};
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec};
-use kube::api::{Api, PostParams};
-use kube::core::ObjectMeta;
-use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
-use plexus_tests::cluster::{self, LocalCluster, SA_USER};
+use common::kube::{
+    plexus_config, pod_cni_args, write_cluster_network, Kube, PodCall, DEFAULT_NETWORK, NETWORKS,
+};
+use common::{addresses_of, ns, script_plugin, Lab, Outcome};
 use plexus_tests::{cni_plugin_dir, root_or_skip, TestPod};
 use serde_json::{json, Value};
-
-const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
-const DEFAULT_NETWORK: &str = "v1.multus-cni.io/default-network";
-const STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
-
-/// The cluster and what every scenario shares.
-struct Env {
-    cluster: LocalCluster,
-    rt: tokio::runtime::Runtime,
-    admin: kube::Client,
-}
-
-impl Env {
-    fn namespace(&self, name: &str) {
-        let api: Api<Namespace> = Api::all(self.admin.clone());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        self.rt
-            .block_on(api.create(&PostParams::default(), &ns))
-            .expect("create namespace");
-    }
-
-    /// Creates a NAD; a `Null` config leaves `spec.config` empty.
-    fn nad(&self, namespace: &str, name: &str, config: &Value) {
-        let api: Api<NetworkAttachmentDefinition> = Api::namespaced(self.admin.clone(), namespace);
-        let mut nad = NetworkAttachmentDefinition::new(
-            name,
-            NetworkAttachmentDefinitionSpec {
-                config: if config.is_null() {
-                    String::new()
-                } else {
-                    config.to_string()
-                },
-            },
-        );
-        nad.metadata.namespace = Some(namespace.into());
-        self.rt
-            .block_on(api.create(&PostParams::default(), &nad))
-            .expect("create NAD");
-    }
-
-    /// Creates a pod with these annotations and returns its UID.
-    fn pod(&self, namespace: &str, name: &str, annotations: &[(&str, &str)]) -> String {
-        let api: Api<Pod> = Api::namespaced(self.admin.clone(), namespace);
-        let pod = Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                annotations: Some(
-                    annotations
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect::<BTreeMap<_, _>>(),
-                ),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "c".into(),
-                    image: Some("busybox".into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let created = self
-            .rt
-            .block_on(api.create(&PostParams::default(), &pod))
-            .expect("create pod");
-        created.metadata.uid.expect("uid")
-    }
-
-    /// The pod's network-status annotation, parsed.
-    fn network_status(&self, namespace: &str, name: &str) -> Value {
-        let api: Api<Pod> = Api::namespaced(self.admin.clone(), namespace);
-        let pod = self.rt.block_on(api.get(name)).expect("get pod");
-        let text = pod
-            .metadata
-            .annotations
-            .unwrap_or_default()
-            .get(STATUS)
-            .cloned()
-            .unwrap_or_else(|| panic!("pod {namespace}/{name} has no network-status"));
-        serde_json::from_str(&text).expect("network-status is JSON")
-    }
-
-    /// The service account's requests since `from` events: (verb, resource, name).
-    fn plexus_requests(&self, from: usize) -> Vec<(String, String, String)> {
-        self.cluster.audit_events()[from..]
-            .iter()
-            .filter(|e| e["user"]["username"] == SA_USER)
-            .map(|e| {
-                (
-                    e["verb"].as_str().unwrap_or("").to_string(),
-                    e["objectRef"]["resource"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                    e["objectRef"]["name"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    }
-
-    /// Waits until the audit log has an event of the service account with this verb after
-    /// `from`, and returns the service account's requests.
-    fn plexus_requests_until(&self, from: usize, verb: &str) -> Vec<(String, String, String)> {
-        let start = Instant::now();
-        loop {
-            let requests = self.plexus_requests(from);
-            if requests.iter().any(|(v, _, _)| v == verb)
-                || start.elapsed() > Duration::from_secs(5)
-            {
-                return requests;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 /// One scenario's node, configuration and pod namespace.
 struct Scenario {
@@ -157,24 +30,24 @@ struct Scenario {
 impl Scenario {
     /// A node lab, a cluster network file in a conf dir, and Plexus's configuration for the
     /// service account.
-    fn new(env: &Env, namespace: &str) -> Scenario {
+    fn new(env: &Kube, namespace: &str) -> Scenario {
         let lab = Lab::on_host();
         let conf_dir = lab.dir.path().join("net.d");
-        std::fs::create_dir_all(&conf_dir).unwrap();
         let mut primary = lab.bridge("1.0.0");
         primary["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0", "gw": "10.10.0.254"}]);
         primary["capabilities"] = json!({"portMappings": true});
-        let cluster_file = conf_dir.join("10-pods.conf");
-        std::fs::write(&cluster_file, primary.to_string()).unwrap();
-        let config = json!({
-            "cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
-            "kubeconfig": env.cluster.sa_kubeconfig(),
-            "clusterNetwork": cluster_file,
-            "confDir": conf_dir,
-            "cniDir": lab.cache_dir(), "binDir": lab.dir.path().join("bin"),
-            "apiTimeoutSeconds": 2,
-            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
-        });
+        let cluster_file = write_cluster_network(&conf_dir, &primary);
+        let config = plexus_config(
+            env,
+            &cluster_file,
+            &lab.cache_dir(),
+            &lab.dir.path().join("bin"),
+            json!({
+                "confDir": conf_dir,
+                "apiTimeoutSeconds": 2,
+                "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
+            }),
+        );
         std::fs::create_dir_all(lab.dir.path().join("bin")).unwrap();
         env.namespace(namespace);
         Scenario {
@@ -196,22 +69,15 @@ impl Scenario {
         uid: &str,
         config: &Value,
     ) -> Outcome {
-        let args = format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID=c-{name};K8S_POD_UID={uid}",
-            self.namespace
-        );
+        let args = pod_cni_args(&self.namespace, name, uid, Some(&format!("c-{name}")));
         let path = cni_plugin_dir();
-        run_plexus_raw(
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", &format!("c-{}-{name}", self.namespace)),
-                ("CNI_NETNS", netns),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", path.to_str().unwrap()),
-                ("CNI_ARGS", &args),
-            ],
-            config.to_string().as_bytes(),
-        )
+        PodCall {
+            container: &format!("c-{}-{name}", self.namespace),
+            netns,
+            cni_path: path.to_str().unwrap(),
+            args: &args,
+        }
+        .run(command, config, &[])
     }
 
     /// A delegate plugin in this scenario's bin dir that records its stdin per interface name.
@@ -236,19 +102,9 @@ fn pods_get_their_network_attachment_definitions() {
     if !root_or_skip() {
         return;
     }
-    let Some(apiserver) = cluster::apiserver_or_skip() else {
+    let Some(env) = Kube::start() else {
         return;
     };
-    let cluster = LocalCluster::start_with(&apiserver).expect("a local cluster");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = {
-        let _in_runtime = rt.enter();
-        cluster.admin_client()
-    };
-    let env = Env { cluster, rt, admin };
 
     short_form_and_network_status(&env);
     json_form_passes_every_runtime_config_key(&env);
@@ -264,7 +120,7 @@ fn pods_get_their_network_attachment_definitions() {
 }
 
 /// `storage,backup@data`: eth0, net1 and data, and the network-status on the pod object.
-fn short_form_and_network_status(env: &Env) {
+fn short_form_and_network_status(env: &Kube) {
     let s = Scenario::new(env, "short");
     env.nad("short", "storage", &s.lab.macvlan("1.0.0", "storage", 20));
     env.nad("short", "backup", &s.lab.macvlan("1.0.0", "backup", 30));
@@ -342,7 +198,7 @@ fn short_form_and_network_status(env: &Env) {
 /// The JSON form: `ips`, `mac`, `portMappings`, `bandwidth`, `infiniband-guid`, `deviceID` and
 /// `cni-args` reach the delegate; kubelet's port mappings reach only the primary; the same
 /// network twice is two attachments.
-fn json_form_passes_every_runtime_config_key(env: &Env) {
+fn json_form_passes_every_runtime_config_key(env: &Kube) {
     let s = Scenario::new(env, "json");
     s.recorder();
     let caps = json!({"ips": true, "mac": true, "portMappings": true, "bandwidth": true,
@@ -391,7 +247,7 @@ fn json_form_passes_every_runtime_config_key(env: &Env) {
 }
 
 /// Static IPs on a network whose plugins do not declare `ips`: refused, nothing attached.
-fn missing_capability_is_refused(env: &Env) {
+fn missing_capability_is_refused(env: &Kube) {
     let s = Scenario::new(env, "caps");
     env.nad("caps", "storage", &s.lab.macvlan("1.0.0", "storage", 20));
     let annotation = json!([{"name": "storage", "ips": ["10.20.0.50/24"]}]).to_string();
@@ -406,7 +262,7 @@ fn missing_capability_is_refused(env: &Env) {
 
 /// With `namespaceIsolation`, a pod may use its own namespace's and the global namespaces'
 /// definitions only.
-fn namespace_isolation(env: &Env) {
+fn namespace_isolation(env: &Kube) {
     let mut s = Scenario::new(env, "iso-a");
     env.namespace("iso-b");
     s.config["namespaceIsolation"] = json!(true);
@@ -428,7 +284,7 @@ fn namespace_isolation(env: &Env) {
 }
 
 /// `v1.multus-cni.io/default-network` replaces the cluster network as eth0.
-fn default_network_override(env: &Env) {
+fn default_network_override(env: &Kube) {
     let s = Scenario::new(env, "override");
     let mut alt = s.lab.bridge("1.0.0");
     alt["name"] = json!("alt");
@@ -457,7 +313,7 @@ fn default_network_override(env: &Env) {
 
 /// `default-route` on one network moves the pod's default route there, out of the primary's
 /// result and the pod; two owners are refused.
-fn default_route_ownership(env: &Env) {
+fn default_route_ownership(env: &Kube) {
     let s = Scenario::new(env, "route");
     env.nad("route", "storage", &s.lab.macvlan("1.0.0", "storage", 20));
     env.nad("route", "backup", &s.lab.macvlan("1.0.0", "backup", 30));
@@ -493,7 +349,7 @@ fn default_route_ownership(env: &Env) {
 }
 
 /// Two networks asking for the same interface name: refused before anything is attached.
-fn duplicate_interface_name_is_refused(env: &Env) {
+fn duplicate_interface_name_is_refused(env: &Kube) {
     let s = Scenario::new(env, "dup");
     env.nad("dup", "storage", &s.lab.macvlan("1.0.0", "storage", 20));
     env.nad("dup", "backup", &s.lab.macvlan("1.0.0", "backup", 30));
@@ -504,7 +360,7 @@ fn duplicate_interface_name_is_refused(env: &Env) {
 }
 
 /// A missing NetworkAttachmentDefinition: a clear error, nothing attached.
-fn missing_nad_rolls_back(env: &Env) {
+fn missing_nad_rolls_back(env: &Kube) {
     let s = Scenario::new(env, "missing");
     env.nad("missing", "storage", &s.lab.macvlan("1.0.0", "storage", 20));
     let uid = env.pod("missing", "web", &[(NETWORKS, "storage,nowhere")]);
@@ -524,7 +380,7 @@ fn missing_nad_rolls_back(env: &Env) {
 }
 
 /// A NAD with an empty `spec` names the file of its name in `confDir`.
-fn empty_nad_config_is_read_from_conf_dir(env: &Env) {
+fn empty_nad_config_is_read_from_conf_dir(env: &Kube) {
     let s = Scenario::new(env, "ondisk");
     let conf_dir = s.lab.dir.path().join("net.d");
     let on_disk = s.lab.macvlan("1.0.0", "ondisk-net", 20);
@@ -541,7 +397,7 @@ fn empty_nad_config_is_read_from_conf_dir(env: &Env) {
 }
 
 /// containerd hands the pod's annotations over in runtimeConfig: no GET of the pod.
-fn annotations_from_the_runtime_skip_the_pod_get(env: &Env) {
+fn annotations_from_the_runtime_skip_the_pod_get(env: &Kube) {
     let mut s = Scenario::new(env, "cri");
     env.nad("cri", "storage", &s.lab.macvlan("1.0.0", "storage", 20));
     let uid = env.pod("cri", "web", &[(NETWORKS, "storage")]);
@@ -572,7 +428,7 @@ fn annotations_from_the_runtime_skip_the_pod_get(env: &Env) {
 
 /// With the API server hung: ADD fails within its timeout and names the server; DEL still
 /// tears down every attachment from the cache.
-fn api_server_down(env: &Env) {
+fn api_server_down(env: &Kube) {
     let s = Scenario::new(env, "down");
     env.nad("down", "storage", &s.lab.macvlan("1.0.0", "storage", 20));
     env.nad("down", "backup", &s.lab.macvlan("1.0.0", "backup", 30));

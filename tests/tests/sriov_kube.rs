@@ -8,16 +8,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::{addresses_of, ns, run_plexus_raw, script_plugin};
-use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, PostParams};
-use kube::core::ObjectMeta;
+use common::kube::{
+    plexus_config, pod_cni_args, pod_object, Kube, PodCall, NETWORKS, NETWORK_STATUS,
+};
+use common::{addresses_of, ns, script_plugin};
 use plexus::links;
-use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
-use plexus_tests::cluster::{self, LocalCluster};
 use plexus_tests::podresources::PodResourcesServer;
 use plexus_tests::sriov::FakeSysfs;
 use plexus_tests::{cni_plugin_dir, plexus_bin_dir, root_or_skip, unique_name, TestPod};
@@ -43,17 +38,8 @@ fn two_sriov_networks_of_one_resource() {
     if !root_or_skip() {
         return;
     }
-    let Some(apiserver) = cluster::apiserver_or_skip() else {
+    let Some(kube) = Kube::start() else {
         return;
-    };
-    let cluster = LocalCluster::start_with(&apiserver).expect("a local cluster");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = {
-        let _in_runtime = rt.enter();
-        cluster.admin_client()
     };
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
@@ -82,17 +68,7 @@ fn two_sriov_networks_of_one_resource() {
     .unwrap();
 
     // The cluster: two NADs of the resource, and a pod asking for both.
-    let api_ns: Api<Namespace> = Api::all(admin.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some("sriov".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    rt.block_on(api_ns.create(&PostParams::default(), &namespace))
-        .unwrap();
-    let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(admin.clone(), "sriov");
+    kube.namespace("sriov");
     for (name, subnet) in [("sriov-a", "10.56.0.0/24"), ("sriov-b", "10.57.0.0/24")] {
         let config = json!({
             "cniVersion": "1.0.0", "type": "plexus-sriov",
@@ -100,59 +76,17 @@ fn two_sriov_networks_of_one_resource() {
             "sysfsRoot": sys.root(), "dataDir": path("sriov-state"),
             "ipam": {"type": "host-local", "subnet": subnet, "dataDir": path("ipam")}
         });
-        let mut nad = NetworkAttachmentDefinition::new(
-            name,
-            NetworkAttachmentDefinitionSpec {
-                config: config.to_string(),
-            },
-        );
-        nad.metadata.namespace = Some("sriov".into());
-        nad.metadata.annotations = Some(
-            [(
-                "k8s.v1.cni.cncf.io/resourceName".to_string(),
-                VF_RESOURCE.to_string(),
-            )]
-            .into(),
-        );
-        rt.block_on(nads.create(&PostParams::default(), &nad))
-            .unwrap();
+        kube.nad_of_resource("sriov", name, &config, Some(VF_RESOURCE));
     }
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), "sriov");
-    let pod_object = Pod {
-        metadata: ObjectMeta {
-            name: Some("dpdk-app".into()),
-            annotations: Some(
-                [(
-                    "k8s.v1.cni.cncf.io/networks".to_string(),
-                    "sriov-a,sriov-b".to_string(),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some("busybox".into()),
-                resources: Some(ResourceRequirements {
-                    limits: Some(BTreeMap::from([(
-                        VF_RESOURCE.to_string(),
-                        Quantity("2".into()),
-                    )])),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let uid = rt
-        .block_on(pods.create(&PostParams::default(), &pod_object))
-        .unwrap()
-        .metadata
-        .uid
-        .unwrap();
+    let uid = kube.create_pod(
+        "sriov",
+        &pod_object(
+            "dpdk-app",
+            &[(NETWORKS, "sriov-a,sriov-b")],
+            "app",
+            &[(VF_RESOURCE, "2")],
+        ),
+    );
     kubelet.set_pod(
         "sriov",
         "dpdk-app",
@@ -172,14 +106,17 @@ fn two_sriov_networks_of_one_resource() {
         json!({"cniVersion": "1.0.0", "name": "pods", "type": "primary"}).to_string(),
     )
     .unwrap();
-    let config = json!({
-        "cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
-        "kubeconfig": cluster.sa_kubeconfig(), "clusterNetwork": primary,
-        "cniDir": path("cache"), "binDir": bin,
-        "podResourcesSocket": kubelet.socket,
-        "kubeletCheckpointFile": path("kubelet_internal_checkpoint"),
-        "deviceInfoDir": path("devinfo"),
-    });
+    let config = plexus_config(
+        &kube,
+        &primary,
+        &path("cache"),
+        &bin,
+        json!({
+            "podResourcesSocket": kubelet.socket,
+            "kubeletCheckpointFile": path("kubelet_internal_checkpoint"),
+            "deviceInfoDir": path("devinfo"),
+        }),
+    );
     let cni_path = format!(
         "{}:{}",
         plexus_bin_dir().display(),
@@ -187,20 +124,18 @@ fn two_sriov_networks_of_one_resource() {
     );
     let recorder = path("pf-calls");
     let pod = TestPod::new("pxsk");
-    let args =
-        format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=sriov;K8S_POD_NAME=dpdk-app;K8S_POD_UID={uid}");
+    let args = pod_cni_args("sriov", "dpdk-app", &uid, None);
+    let call = PodCall {
+        container: "c-sriov-dpdk-app",
+        netns: ns(&pod),
+        cni_path: &cni_path,
+        args: &args,
+    };
     let cni = |command: &str| {
-        run_plexus_raw(
-            &[
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", "c-sriov-dpdk-app"),
-                ("CNI_NETNS", ns(&pod)),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", &cni_path),
-                ("CNI_ARGS", &args),
-                ("PLEXUS_SRIOV_PF_RECORDER", recorder.to_str().unwrap()),
-            ],
-            config.to_string().as_bytes(),
+        call.run(
+            command,
+            &config,
+            &[("PLEXUS_SRIOV_PF_RECORDER", recorder.to_str().unwrap())],
         )
     };
 
@@ -219,13 +154,8 @@ fn two_sriov_networks_of_one_resource() {
         );
     }
 
-    let text = rt
-        .block_on(pods.get("dpdk-app"))
-        .unwrap()
-        .metadata
-        .annotations
-        .unwrap_or_default()
-        .remove("k8s.v1.cni.cncf.io/network-status")
+    let text = kube
+        .pod_annotation("sriov", "dpdk-app", NETWORK_STATUS)
         .expect("a network-status annotation");
     println!("k8s.v1.cni.cncf.io/network-status of sriov/dpdk-app:\n{text}");
     let status: Value = serde_json::from_str(&text).unwrap();

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use plexus_cni::config::for_each_plugin_mut;
 use serde_json::{Map, Value};
 
 use super::DevicesByResource;
@@ -56,19 +57,7 @@ impl ResourceMap {
 /// configuration, into every plugin of a configuration list (Multus's keys, which SR-IOV
 /// plugins read). Other keys keep their values and places.
 pub fn inject_device_id(config: &mut Value, device_id: &str) {
-    let Value::Object(map) = config else {
-        return;
-    };
-    match map.get_mut("plugins") {
-        Some(Value::Array(plugins)) => {
-            for plugin in plugins {
-                if let Value::Object(p) = plugin {
-                    set_ids(p, device_id);
-                }
-            }
-        }
-        _ => set_ids(map, device_id),
-    }
+    for_each_plugin_mut(config, |p| set_ids(p, device_id));
 }
 
 fn set_ids(conf: &mut Map<String, Value>, device_id: &str) {

@@ -8,7 +8,7 @@
 //! libcni silently drops the undeclared keys, so users lose their static addresses without a
 //! word; [`require_capabilities`] performs it.
 
-use plexus_cni::config::NetworkConfigList;
+use plexus_cni::config::{for_each_plugin_mut, NetworkConfigList};
 use plexus_cni::{CniError, ErrorCode};
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -109,19 +109,7 @@ pub fn merge_cni_args(config: &mut Value, cni_args: &Map<String, Value>) {
     if cni_args.is_empty() {
         return;
     }
-    let Value::Object(map) = config else {
-        return;
-    };
-    match map.get_mut("plugins") {
-        Some(Value::Array(plugins)) => {
-            for plugin in plugins {
-                if let Value::Object(p) = plugin {
-                    merge_into(p, cni_args);
-                }
-            }
-        }
-        _ => merge_into(map, cni_args),
-    }
+    for_each_plugin_mut(config, |p| merge_into(p, cni_args));
 }
 
 fn merge_into(conf: &mut Map<String, Value>, cni_args: &Map<String, Value>) {

@@ -71,6 +71,26 @@ struct KubeRuns {
     windows: Vec<(Window, Window)>,
 }
 
+/// A pod of one busybox container `c` asking for `networks` in its [`NETWORKS_ANNOTATION`].
+pub(super) fn annotated_pod(name: &str, networks: &str) -> k8s::Pod {
+    k8s::Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            annotations: Some([(NETWORKS_ANNOTATION.to_string(), networks.to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(k8s::PodSpec {
+            containers: vec![k8s::Container {
+                name: "c".into(),
+                image: Some("busybox".into()),
+                ..k8s::Container::default()
+            }],
+            ..k8s::PodSpec::default()
+        }),
+        ..k8s::Pod::default()
+    }
+}
+
 /// Wall time of one Kubernetes pod's ADD and DEL through `plexus`, as Plexus's service account
 /// against a local API server: the primary from a `clusterNetwork` file, `net1` and `net2` from
 /// the two NetworkAttachmentDefinitions that the pod's annotation names. Once with the pod read
@@ -251,24 +271,7 @@ fn kube_set_up(lab: &Lab, cluster: &LocalCluster, count: u32) -> Result<Vec<Kube
         let mut created = Vec::new();
         for n in 0..count {
             let name = format!("bench-{n}");
-            let pod = k8s::Pod {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    annotations: Some(
-                        [(NETWORKS_ANNOTATION.to_string(), KUBE_NETWORKS.to_string())].into(),
-                    ),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(k8s::PodSpec {
-                    containers: vec![k8s::Container {
-                        name: "c".into(),
-                        image: Some("busybox".into()),
-                        ..k8s::Container::default()
-                    }],
-                    ..k8s::PodSpec::default()
-                }),
-                ..k8s::Pod::default()
-            };
+            let pod = annotated_pod(&name, KUBE_NETWORKS);
             let pod = pods
                 .create(&create, &pod)
                 .await

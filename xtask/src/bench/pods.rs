@@ -28,14 +28,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1 as k8s;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use plexus_crds::{IpamBlock, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use plexus_tests::cluster::LocalCluster;
 use serde_json::{json, Value};
 
 use super::audit::{epoch_micros, requests_in, settled_sa_requests_by_agent, Window};
 use super::cycle::cni_env;
-use super::kubernetes::NETWORKS_ANNOTATION;
+use super::kubernetes::annotated_pod;
 use super::lab::Pod;
 use super::process::{ProcessRun, Spawn};
 use super::report::{percentile, Figure, Section, Spread};
@@ -300,30 +300,11 @@ fn create_pods(lab: &Lab, cluster: &LocalCluster) -> Result<Vec<NodePod>> {
         let mut created = Vec::new();
         for n in 0..PODS {
             let name = format!("e2e-{n}");
-            let pod = k8s::Pod {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    labels: Some([(LABEL.0.to_string(), LABEL.1.to_string())].into()),
-                    annotations: Some(
-                        [(
-                            NETWORKS_ANNOTATION.to_string(),
-                            "storage,backup".to_string(),
-                        )]
-                        .into(),
-                    ),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(k8s::PodSpec {
-                    node_name: Some(format!("node-{}", n % NODES)),
-                    containers: vec![k8s::Container {
-                        name: "c".into(),
-                        image: Some("busybox".into()),
-                        ..k8s::Container::default()
-                    }],
-                    ..k8s::PodSpec::default()
-                }),
-                ..k8s::Pod::default()
-            };
+            let mut pod = annotated_pod(&name, "storage,backup");
+            pod.metadata.labels = Some([(LABEL.0.to_string(), LABEL.1.to_string())].into());
+            if let Some(spec) = pod.spec.as_mut() {
+                spec.node_name = Some(format!("node-{}", n % NODES));
+            }
             let pod = api
                 .create(&PostParams::default(), &pod)
                 .await
