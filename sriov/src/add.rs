@@ -3,19 +3,19 @@
 
 use std::path::Path;
 
-use plexus_cni::env::Command;
+use plexus_cni::env::{CniArgs, CniEnv, Command};
 use plexus_cni::links;
 use plexus_cni::netns;
 use plexus_cni::result::Interface;
-use plexus_cni::skel::Request;
+use plexus_cni::skel::{parse_request, Request};
 use plexus_cni::{CniError, CniResult, ErrorCode};
 use serde_json::Value;
 
-use crate::config::NetConf;
+use crate::config::{self, NetConf};
 use crate::del::teardown;
 use crate::error::link;
 use crate::pf::PfControl;
-use crate::state::{HostNetdev, SavedState, StateDir, FORMAT};
+use crate::state::{HostNetdev, SavedRequest, SavedState, StateDir, FORMAT};
 use crate::sysfs::{Sysfs, Vf, VfMode};
 use crate::{device_info, ipam, setup};
 
@@ -35,10 +35,13 @@ pub fn add(pf: &dyn PfControl, req: &Request) -> Result<Value, CniError> {
             format!("CNI_NETNS {} is not a network namespace", netns.display()),
         ));
     }
-    let vf = Sysfs::new(&conf.sysfs_root).vf(&conf.device_id)?;
+    let sysfs = Sysfs::new(&conf.sysfs_root);
     let states = StateDir::new(&conf.data_dir);
-    let _lock = states.lock(&vf.pci)?;
-    check_free(&states, &vf, &env.container_id, &env.ifname)?;
+    let pci = sysfs.vf(&conf.device_id)?.pci;
+    let _lock = states.lock(&pci)?;
+    check_free(pf, &states, &pci, &env.container_id, &env.ifname)?;
+    // Looked up (again) after a stale attachment was undone: that renames its netdev back.
+    let vf = sysfs.vf(&conf.device_id)?;
     let host = match &vf.mode {
         VfMode::Netdev { netdev } => Some(host_netdev(netdev, &netns, env)?),
         VfMode::Dpdk { .. } => None,
@@ -55,6 +58,11 @@ pub fn add(pf: &dyn PfControl, req: &Request) -> Result<Value, CniError> {
         requested: conf.vf.clone(),
         device_info_created: None,
         pod_mac: None,
+        request: Some(SavedRequest {
+            stdin: String::from_utf8_lossy(&req.stdin).into_owned(),
+            cni_args: env.args.to_env_string(),
+            cni_path: env.path.clone(),
+        }),
     };
     states.save(&state)?;
     match attach(pf, req, &conf, &netns, &states, &mut state) {
@@ -72,11 +80,13 @@ pub fn add(pf: &dyn PfControl, req: &Request) -> Result<Value, CniError> {
     }
 }
 
-/// Refuses an attachment that exists already, and a VF another live attachment holds. The
-/// state of an attachment whose namespace is gone is dropped: its VF came back to the host.
+/// Refuses an attachment that exists already, and a VF another live attachment holds. An
+/// attachment whose namespace is gone (its pod vanished without a DEL) is undone first, as its
+/// DEL would have: IPAM release, PF settings reset, netdev renamed back.
 fn check_free(
+    pf: &dyn PfControl,
     states: &StateDir,
-    vf: &Vf,
+    pci: &str,
     container_id: &str,
     ifname: &str,
 ) -> Result<(), CniError> {
@@ -86,23 +96,57 @@ fn check_free(
             format!("{container_id}/{ifname} is attached already; DEL it first"),
         ));
     }
-    for other in states.all().into_iter().filter(|s| s.vf.pci == vf.pci) {
+    for other in states.all().into_iter().filter(|s| s.vf.pci == pci) {
         if netns::exists(Path::new(&other.netns)) {
             return Err(CniError::new(
                 ErrorCode::InvalidNetworkConfig,
                 format!(
-                    "VF {} is in use by container {} ({})",
-                    vf.pci, other.container_id, other.ifname
+                    "VF {pci} is in use by container {} ({})",
+                    other.container_id, other.ifname
                 ),
             ));
         }
         eprintln!(
-            "plexus-sriov: dropping the stale state of {}/{} (namespace {} is gone)",
+            "plexus-sriov: undoing the stale attachment {}/{} (namespace {} is gone)",
             other.container_id, other.ifname, other.netns
         );
+        undo_stale(pf, &other)?;
         states.remove(&other.container_id, &other.ifname)?;
     }
     Ok(())
+}
+
+/// Undoes an attachment whose pod is gone, with the request its ADD was given (older state
+/// files without it only lose their state).
+fn undo_stale(pf: &dyn PfControl, stale: &SavedState) -> Result<(), CniError> {
+    let Some(saved) = &stale.request else {
+        return Ok(());
+    };
+    let request = parse_request(
+        CniEnv {
+            command: Command::Del,
+            container_id: stale.container_id.clone(),
+            netns: None,
+            ifname: stale.ifname.clone(),
+            args: CniArgs::parse(&saved.cni_args)?,
+            path: saved.cni_path.clone(),
+        },
+        saved.stdin.clone().into_bytes(),
+    )?;
+    let ipam = config::ipam_type(&request.config);
+    let failures = teardown(pf, stale, ipam.as_deref(), &request, None);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            ErrorCode::TryAgainLater,
+            format!(
+                "the VF's stale attachment {}/{} could not be undone",
+                stale.container_id, stale.ifname
+            ),
+        )
+        .with_details(failures.join("; ")))
+    }
 }
 
 /// The VF netdev as it is in the host now; the pod must not have `ifname` already.

@@ -80,6 +80,21 @@ pub struct SavedState {
     pub device_info_created: Option<PathBuf>,
     /// The pod interface's MAC, once ADD has finished.
     pub pod_mac: Option<String>,
+    /// What the runtime handed ADD, so that an attachment whose pod vanished without a DEL can
+    /// still be undone in full, its IPAM allocation included. Absent in older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<SavedRequest>,
+}
+
+/// The parts of ADD's request that a DEL of the same attachment needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedRequest {
+    /// Stdin: the network configuration, as the runtime sent it.
+    pub stdin: String,
+    /// `CNI_ARGS`.
+    pub cni_args: String,
+    /// `CNI_PATH`, split.
+    pub cni_path: Vec<PathBuf>,
 }
 
 /// The state directory.
@@ -240,6 +255,11 @@ mod tests {
             requested: VfRequest::default(),
             device_info_created: None,
             pod_mac: None,
+            request: Some(SavedRequest {
+                stdin: r#"{"cniVersion":"1.0.0","name":"n","type":"plexus-sriov"}"#.into(),
+                cni_args: "K8S_POD_NAME=p".into(),
+                cni_path: vec!["/opt/cni/bin".into()],
+            }),
         }
     }
 

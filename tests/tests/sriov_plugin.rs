@@ -352,6 +352,44 @@ fn dpdk_vf_gets_addresses_that_are_not_applied() {
     assert_eq!(node.changes(2, 0).len(), 2, "the VLAN is reset");
 }
 
+/// A pod that vanished without a DEL leaves its attachment's state behind; the next ADD of the
+/// same VF undoes that attachment as its DEL would have (IPAM release, PF reset) before taking
+/// the VF, so nothing of it leaks. (A DPDK VF, because a veth standing in for a netdev VF dies
+/// with its namespace instead of coming back to the host as a real VF does.)
+#[test]
+fn the_next_add_undoes_an_attachment_whose_pod_vanished() {
+    if !root_or_skip() {
+        return;
+    }
+    let node = Node::new();
+    let conf = node.config("1.0.0", VF2, json!({"vlan": 9}));
+    let gone = TestPod::new("pxsv-");
+    node.run("ADD", "ctr-v", ns(&gone), "net1", &conf).ok();
+    assert_eq!(node.reservations().len(), 1);
+    drop(gone); // no DEL: the runtime lost the pod
+
+    let pod = TestPod::new("pxsw-");
+    let result = node.run("ADD", "ctr-w", ns(&pod), "net1", &conf).ok();
+    let address = result["ips"][0]["address"].as_str().unwrap();
+    let held = node.reservations();
+    assert_eq!(held.len(), 1, "the vanished pod's address is released");
+    assert_eq!(format!("{}/24", held[0]), address);
+    assert_eq!(node.state_files(), vec!["ctr-w-net1.json".to_string()]);
+    assert_eq!(
+        node.changes(2, 0),
+        vec![
+            json!({"op": "vlan", "vlan": 9, "qos": 0, "proto": "802.1q"}),
+            json!({"op": "vlan", "vlan": 0, "qos": 0, "proto": "802.1q"}),
+            json!({"op": "vlan", "vlan": 9, "qos": 0, "proto": "802.1q"}),
+        ],
+        "the stale VLAN is reset before the new one is set"
+    );
+
+    node.run("DEL", "ctr-w", ns(&pod), "net1", &conf).ok();
+    assert!(node.state_files().is_empty());
+    assert!(node.reservations().is_empty());
+}
+
 #[test]
 fn del_works_with_the_namespace_gone_or_not_given() {
     if !root_or_skip() {
