@@ -16,6 +16,7 @@ pub mod error;
 pub mod invoke;
 pub mod links;
 pub mod list;
+pub mod logging;
 pub mod netns;
 pub mod result;
 pub mod skel;

@@ -29,16 +29,14 @@
 //! name).
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use plexus_cni::list::{valid_attachments, Attachment};
 use plexus_cni::result::IpConfig;
 use plexus_cni::skel::{Plugin, Request};
 use plexus_cni::{CniError, CniResult, ErrorCode};
 use serde_json::Value;
-use tracing::{debug, info, warn, Level};
+use tracing::{debug, info, warn};
 
 use crate::backends::etcd::EtcdStore;
 use crate::backends::kubernetes::KubeStore;
@@ -112,7 +110,7 @@ impl Plugin for PlexusIpam {
 /// Loads the configuration and starts logging as it says.
 fn load(req: &Request) -> Result<IpamConfig, CniError> {
     let config = IpamConfig::load(&req.config)?;
-    init_logging(&config);
+    plexus_cni::logging::init(config.log_level.as_deref(), config.log_file.as_deref());
     debug!(
         command = %req.env.command,
         container = %req.env.container_id,
@@ -425,38 +423,6 @@ pub async fn gc(
     }
 }
 
-/// Whereabouts's level names (`debug`, `verbose`, `error`, `panic`) plus `info` and `warn`;
-/// `panic` turns logging off.
-fn level(name: Option<&str>) -> Option<Level> {
-    match name.map(str::to_ascii_lowercase).as_deref() {
-        Some("debug") => Some(Level::DEBUG),
-        Some("verbose") | Some("info") => Some(Level::INFO),
-        Some("warn") | Some("warning") => Some(Level::WARN),
-        Some("panic") => None,
-        _ => Some(Level::ERROR),
-    }
-}
-
-/// Starts logging as `log_file` and `log_level` say: to the file, else to stderr (stdout is
-/// the protocol's). A file that cannot be opened falls back to stderr.
-fn init_logging(config: &IpamConfig) {
-    let Some(level) = level(config.log_level.as_deref()) else {
-        return;
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_ansi(false);
-    let file = config
-        .log_file
-        .as_ref()
-        .and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
-    let _ = match file {
-        Some(f) => builder.with_writer(Mutex::new(f)).try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,14 +585,5 @@ mod tests {
         let c = IpamConfig::load_with(conf.as_object().unwrap(), &[], "n").unwrap();
         let err = run(open_store(&c)).unwrap_err();
         assert_eq!(err.code, 121);
-    }
-
-    #[test]
-    fn levels() {
-        assert_eq!(level(Some("debug")), Some(Level::DEBUG));
-        assert_eq!(level(Some("verbose")), Some(Level::INFO));
-        assert_eq!(level(Some("panic")), None);
-        assert_eq!(level(None), Some(Level::ERROR));
-        assert_eq!(level(Some("whatever")), Some(Level::ERROR));
     }
 }
