@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use common::kube::{
     plexus_config, pod_cni_args, write_cluster_network, Kube, PodCall, DEFAULT_NETWORK, NETWORKS,
 };
-use common::{ns, run_plexus_raw, run_plugin, script_plugin, Lab, Outcome};
+use common::{
+    ns, run_plexus_raw, run_plugin, script_plugin, spawn_plugin, wait_for_file, Lab, Outcome,
+};
 use leaks::Leaks;
 use plexus_tests::etcd::{etcd_or_skip, LocalEtcd};
 use plexus_tests::{cni_plugin_dir, plexus_bin_dir, root_or_skip, TestPod};
@@ -136,32 +138,19 @@ fn plexus_killed_between_two_delegates_then_del_removes_everything() {
         ],
     );
     config["binDir"] = json!(bin);
-    let mut child = Command::new(plexus_bin_dir().join("plexus"))
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "c-crash")
-        .env("CNI_NETNS", ns(&pod))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", cni_path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(config.to_string().as_bytes())
-        .unwrap();
-    let start = Instant::now();
-    while !pid_file.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the third delegate never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let cni_path = cni_path();
+    let mut child = spawn_plugin(
+        &plexus_bin_dir().join("plexus"),
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c-crash"),
+            ("CNI_NETNS", ns(&pod)),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", &cni_path),
+        ],
+        config.to_string().as_bytes(),
+    );
+    wait_for_file(&pid_file, "the third delegate never started");
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "plexus was not killed: {status}");

@@ -6,10 +6,8 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{addresses_of, ns, run_plugin, script_plugin, Outcome};
+use common::{addresses_of, ns, run_plugin, script_plugin, spawn_plugin, wait_for_file, Outcome};
 use plexus::links;
 use plexus_tests::sriov::FakeSysfs;
 use plexus_tests::{cni_plugin_dir, plexus_bin_dir, root_or_skip, unique_name, TestHost, TestPod};
@@ -525,38 +523,20 @@ fn del_after_a_crash_during_ipam_restores_the_vf() {
         VF0,
         json!({"vlan": 12, "mac": "0a:00:00:00:00:0c", "ipam": {"type": "slow-ipam"}}),
     );
-    let mut child = Command::new(plexus_bin_dir().join("plexus-sriov"))
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs([
+    let recorder = node.path("pf-calls");
+    let mut child = spawn_plugin(
+        &plexus_bin_dir().join("plexus-sriov"),
+        &[
             ("CNI_COMMAND", "ADD"),
             ("CNI_CONTAINERID", "ctr-k"),
             ("CNI_NETNS", ns(&pod)),
             ("CNI_IFNAME", "net1"),
             ("CNI_PATH", bin.to_str().unwrap()),
-            (
-                "PLEXUS_SRIOV_PF_RECORDER",
-                node.path("pf-calls").to_str().unwrap(),
-            ),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !pid_file.exists() {
-        assert!(Instant::now() < deadline, "IPAM never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            ("PLEXUS_SRIOV_PF_RECORDER", recorder.to_str().unwrap()),
+        ],
+        conf.to_string().as_bytes(),
+    );
+    wait_for_file(&pid_file, "IPAM never started");
     child.kill().unwrap(); // SIGKILL while IPAM runs: the VF is in the pod, the state on disk
     child.wait().unwrap();
     if let Ok(pid) = std::fs::read_to_string(&pid_file)

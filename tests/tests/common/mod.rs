@@ -91,6 +91,31 @@ pub fn run_plugin(binary: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Outcome 
     }
 }
 
+/// Starts a plugin binary as [`run_plugin`] does (clean environment with only `PATH`, then
+/// `env`; `stdin` written) without waiting for it, for tests that kill it mid-command. Its
+/// stdout is discarded.
+pub fn spawn_plugin(binary: &Path, env: &[(&str, &str)], stdin: &[u8]) -> std::process::Child {
+    let mut child = Command::new(binary)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child
+}
+
+/// Waits until `path` exists (a script plugin's pid file, say); fails with `what` after 20 s.
+pub fn wait_for_file(path: &Path, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Runs `plexus` for a command on a container.
 pub fn run_plexus(command: &str, container: &str, netns: &str, config: &Value) -> Outcome {
     let path = cni_plugin_dir();
