@@ -6,7 +6,8 @@
 //! with Go 1.15 (`golang-1.15-go`, from bullseye): with Go ≥ 1.18 the vendored
 //! `reflect2` corrupts maps and the apiserver dies under load. The build takes
 //! about 5 minutes on 2 cores and lands in
-//! `~/.cache/plexus/kube-apiserver-1.20.2`; later runs reuse it.
+//! `~/.cache/plexus/kube-apiserver-1.20.2`; later runs reuse it. The source
+//! tree and Go's build cache are removed once the binary is cached.
 //!
 //! `plexus_tests::cluster::LocalCluster` runs that binary against a throwaway etcd; the
 //! Kubernetes-backed tests use it, and `--check` here proves it works.
@@ -165,7 +166,18 @@ fn build(dest: &Path) -> Result {
     .map(|p| tree.join(p))
     .find(|p| is_executable(p))
     .ok_or("the build finished, but no kube-apiserver binary is under _output/")?;
-    install(&built, dest)
+    install(&built, dest)?;
+    remove_build_tree()
+}
+
+/// Removes the source tree, its GOPATH and Go's build cache (about 2 GiB) once
+/// the binary is cached: on a machine with little free disk, they would crowd
+/// out the Rust build that runs next.
+fn remove_build_tree() -> Result {
+    let src = cache_dir().join("src");
+    cmd::step(&format!("removing the build tree {}", src.display()));
+    std::fs::remove_dir_all(&src)?;
+    Ok(())
 }
 
 /// Adds, when missing, a `deb-src` source for bookworm (for `apt-get source`)
@@ -270,6 +282,7 @@ fn compile(tree: &Path) -> Result {
             .current_dir(&link)
             .env("PATH", path)
             .env("GOPATH", &gopath)
+            .env("GOCACHE", gopath.join("go-build"))
             .env("GOPROXY", "off")
             .env("GOFLAGS", "-mod=vendor")
             .env("KUBE_GIT_VERSION", format!("v{VERSION}"))

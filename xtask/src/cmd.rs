@@ -65,8 +65,17 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 }
 
 /// The `cargo` that started us (`$CARGO`), or `cargo` from `PATH`.
+///
+/// In CI (env `CI` set) incremental compilation is off unless
+/// `CARGO_INCREMENTAL` says otherwise: a clean clone gains nothing from it, and
+/// its caches would double the target directory on a machine with little disk.
 pub fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsStr::new("cargo").to_owned()))
+    let mut cargo =
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsStr::new("cargo").to_owned()));
+    if std::env::var_os("CI").is_some() && std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        cargo.env("CARGO_INCREMENTAL", "0");
+    }
+    cargo
 }
 
 /// The workspace root: the parent of this crate's manifest directory.

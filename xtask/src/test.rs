@@ -48,6 +48,7 @@ pub fn run(args: &TestArgs) -> Result {
 
     let target = target_dir()?;
     let bin_dir = target.join("debug");
+    eprintln!("==> disk before the build: {}", disk_use(&target));
     let cargo_step = |report: &mut Report, name: &str, args: &[&str]| {
         cmd::step(name);
         let result = cmd::run(cmd::cargo().current_dir(&root).args(args));
@@ -93,7 +94,43 @@ pub fn run(args: &TestArgs) -> Result {
         report.skip("cargo test", "the build failed");
     }
     fuzz_step(&mut report);
+    eprintln!("\n==> disk after the run: {}", disk_use(&target));
     report.finish(counts)
+}
+
+/// The size of the target directory and the free space on its file system, so
+/// a run that nears a full disk says so before it fails on one.
+fn disk_use(target: &std::path::Path) -> String {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let used = directory_size(target) as f64 / GIB;
+    match nix::sys::statvfs::statvfs(target) {
+        Ok(fs) => {
+            let free = fs.blocks_available() as f64 * fs.fragment_size() as f64 / GIB;
+            format!(
+                "{used:.1} GiB in {}, {free:.1} GiB free on its file system",
+                target.display()
+            )
+        }
+        Err(e) => format!(
+            "{used:.1} GiB in {} (free space unknown: {e})",
+            target.display()
+        ),
+    }
+}
+
+/// Total bytes of the regular files under `dir`, not following symlinks.
+fn directory_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => directory_size(&entry.path()),
+            Ok(t) if t.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Runs each fuzz target for `PLEXUS_FUZZ_SECONDS` (default 30 s; 0 skips, except in CI).
