@@ -6,7 +6,6 @@
 //! carrying the `resourceVersion` it read, or creates it only if it is absent. The design is
 //! documented in `plexus_ipam::backends::kubernetes`.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -82,44 +81,7 @@ pub struct IpamBlock {
     pub spec: IpamBlockSpec,
 }
 
-impl IpamBlock {
-    /// A block named `name` with this spec.
-    pub fn new(name: &str, spec: IpamBlockSpec) -> Self {
-        IpamBlock {
-            api_version: format!("{GROUP}/{VERSION}"),
-            kind: KIND.into(),
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
-            spec,
-        }
-    }
-}
-
-impl kube::Resource for IpamBlock {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        KIND.into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        PLURAL.into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+namespaced_resource!(IpamBlock, IpamBlockSpec);
 
 /// The CustomResourceDefinition: namespaced, with the network and CIDR as printer columns.
 pub fn crd() -> CustomResourceDefinition {

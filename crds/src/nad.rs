@@ -3,8 +3,6 @@
 //! without one means "the configuration file of this name in the configuration directory"),
 //! and `spec.config` is a string.
 
-use std::borrow::Cow;
-
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
@@ -44,44 +42,7 @@ pub struct NetworkAttachmentDefinition {
     pub spec: NetworkAttachmentDefinitionSpec,
 }
 
-impl NetworkAttachmentDefinition {
-    /// A definition named `name` with this spec.
-    pub fn new(name: &str, spec: NetworkAttachmentDefinitionSpec) -> Self {
-        NetworkAttachmentDefinition {
-            api_version: format!("{GROUP}/{VERSION}"),
-            kind: KIND.into(),
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
-            spec,
-        }
-    }
-}
-
-impl kube::Resource for NetworkAttachmentDefinition {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        KIND.into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        PLURAL.into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+namespaced_resource!(NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec);
 
 /// The CustomResourceDefinition, as Multus's users have it: namespaced, short names
 /// `net-attach-def` and `nad`, `spec.config` a string, `spec` optional.
