@@ -113,7 +113,7 @@ impl EtcdStore {
             options = options.with_user(user, auth.password.clone().unwrap_or_default());
         }
         if let Some(tls) = tls_options(auth)? {
-            crate::backends::kubernetes::client::install_crypto_provider();
+            plexus_kube::install_crypto_provider();
             options = options.with_tls(tls);
         }
         let client =

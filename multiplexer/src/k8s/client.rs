@@ -4,52 +4,26 @@
 //! Build one [`KubeApi`] per process ([`KubeApi::from_kubeconfig`], [`KubeApi::in_cluster`] or
 //! [`KubeApi::from_config`]) and share it; it keeps one connection to the API server.
 //!
-//! Three things differ from `kube::Client::try_from(config)`:
-//!
-//! * **TCP_NODELAY.** kube's default connector leaves Nagle's algorithm on, so the first request
-//!   on a fresh connection stalls on a delayed ACK: ≈ 50 ms after process start instead of
-//!   ≈ 8 ms. A CNI plugin is a fresh process per call, so this decides most of its own cost. The
-//!   client here is built from [`ConfigExt::rustls_https_connector_with_connector`] on an
-//!   [`HttpConnector`] with `set_nodelay(true)`.
-//! * **Token files are re-read when they change.** Projected service-account tokens rotate
-//!   (Multus #852: expired tokens are its most reported failure). kube 5 re-reads a `tokenFile`
-//!   at most once a minute, so for up to a minute after a rotation it keeps sending a token
-//!   the server may already refuse, and it sends the file's trailing newline, which is not a
-//!   valid header value. Here the file's identity (device, inode, size, modification time) is
-//!   checked on every request (one `stat`), and the file is read again, trimmed, when it
-//!   changed. If it cannot be read, the last token read is kept, as client-go does.
-//! * **Every call is bounded** by the timeout given at construction ([`DEFAULT_TIMEOUT`]), and
-//!   every error names the server, the verb and the resource ([`KubeError`]).
-//!
-//! Constructing a client installs ring as rustls' process-wide crypto provider if none is
-//! installed yet: with two TLS users in one binary (kube and etcd-client) rustls cannot pick one
-//! itself and panics at the first connection.
+//! The connection is [`plexus_kube`]'s (TCP_NODELAY, token files re-read when they rotate, a
+//! user agent naming the program). Here every call is bounded by the timeout given at
+//! construction ([`DEFAULT_TIMEOUT`]), and every error names the server, the verb and the
+//! resource ([`KubeError`]).
 //!
 //! The methods are async; call them (and the constructors) inside a Tokio runtime with time
 //! and I/O enabled.
 
-use std::error::Error as StdError;
 use std::future::Future;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::Path;
 use std::time::Duration;
 
-use http::header::{AUTHORIZATION, USER_AGENT};
-use http::{HeaderValue, Request};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
-use kube::client::{Body, ConfigExt};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use plexus_cni::{CniError, ErrorCode};
 use plexus_crds::NetworkAttachmentDefinition;
-use tower::{BoxError, ServiceBuilder};
+use plexus_kube::{error_chain, is_tls_error, ConnectError};
 
-/// The timeout of each API call unless configured otherwise.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub use plexus_kube::{install_crypto_provider, DEFAULT_TIMEOUT};
 
 /// The resource name of NetworkAttachmentDefinitions, as errors print it.
 const NAD_RESOURCE: &str = "network-attachment-definitions.k8s.cni.cncf.io";
@@ -172,6 +146,15 @@ impl KubeError {
     }
 }
 
+impl From<ConnectError> for KubeError {
+    fn from(e: ConnectError) -> KubeError {
+        KubeError::Config {
+            server: e.server,
+            message: e.message,
+        }
+    }
+}
+
 /// The CNI error for a failed API call:
 ///
 /// * 11 (try again later) when the API server did not answer in time, could not be reached, or
@@ -217,89 +200,24 @@ impl KubeApi {
     /// A client for the current context of the kubeconfig at `path`. A relative `tokenFile` in
     /// it is relative to the kubeconfig's directory.
     pub async fn from_kubeconfig(path: &Path, timeout: Duration) -> Result<KubeApi, KubeError> {
-        let config_error = |e: &dyn StdError| KubeError::Config {
-            server: format!("kubeconfig {}", path.display()),
-            message: error_chain(e),
-        };
-        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| config_error(&e))?;
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .map_err(|e| config_error(&e))?;
-        KubeApi::from_config(config, timeout)
+        KubeApi::from_config(plexus_kube::kubeconfig(path).await?, timeout)
     }
 
     /// The in-cluster client: the server from `KUBERNETES_SERVICE_HOST` and
     /// `KUBERNETES_SERVICE_PORT`, the token, CA bundle and namespace from
     /// `/var/run/secrets/kubernetes.io/serviceaccount/`. The token (a rotating projected token
-    /// on current clusters) and the CA bundle are re-read when they change.
+    /// on current clusters) is re-read when it changes.
     pub fn in_cluster(timeout: Duration) -> Result<KubeApi, KubeError> {
-        let config = Config::incluster_env().map_err(|e| KubeError::Config {
-            server: "the in-cluster service account".into(),
-            message: error_chain(&e),
-        })?;
-        KubeApi::from_config(config, timeout)
+        KubeApi::from_config(plexus_kube::in_cluster()?, timeout)
     }
 
     /// A client from a kube [`Config`]. A `token_file` in its `auth_info` (without an inline
     /// `token`, which takes precedence) is re-read when the file changes.
-    pub fn from_config(mut config: Config, timeout: Duration) -> Result<KubeApi, KubeError> {
-        install_crypto_provider();
-        let server = config
-            .cluster_url
-            .to_string()
-            .trim_end_matches('/')
-            .to_string();
-        let config_error = |e: &dyn StdError| KubeError::Config {
-            server: server.clone(),
-            message: error_chain(e),
-        };
-
-        let auth = &mut config.auth_info;
-        let token_file = if auth.token.is_none()
-            && auth.auth_provider.is_none()
-            && auth.username.is_none()
-            && auth.token_file.is_some()
-        {
-            let path = PathBuf::from(auth.token_file.take().expect("checked above"));
-            Some(Arc::new(TokenFile::open(path).map_err(|e| {
-                KubeError::Config {
-                    server: server.clone(),
-                    message: e,
-                }
-            })?))
-        } else {
-            None
-        };
-
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let https = config
-            .rustls_https_connector_with_connector(http)
-            .map_err(|e| config_error(&e))?;
-        let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
-
-        let user_agent = user_agent();
-        let service = ServiceBuilder::new()
-            .layer(config.base_uri_layer())
-            .option_layer(config.auth_layer().map_err(|e| config_error(&e))?)
-            .layer(config.extra_headers_layer().map_err(|e| config_error(&e))?)
-            .map_request(move |mut request: Request<Body>| {
-                let headers = request.headers_mut();
-                if let Some(token_file) = &token_file {
-                    headers.insert(AUTHORIZATION, token_file.header());
-                }
-                headers
-                    .entry(USER_AGENT)
-                    .or_insert_with(|| user_agent.clone());
-                request
-            })
-            .map_err(BoxError::from)
-            .service(hyper);
+    pub fn from_config(config: Config, timeout: Duration) -> Result<KubeApi, KubeError> {
+        let connection = plexus_kube::connect(config, timeout, &program_name())?;
         Ok(KubeApi {
-            client: Client::new(service, config.default_namespace),
-            server,
+            client: connection.client,
+            server: connection.server,
             timeout,
         })
     }
@@ -522,135 +440,14 @@ fn classify(server: &str, verb: &'static str, resource: String, e: kube::Error) 
     }
 }
 
-/// Whether a rustls error (certificate verification, handshake) is among `e`'s causes. Those are
-/// configuration problems, not an unreachable server.
-fn is_tls_error(e: &(dyn StdError + 'static)) -> bool {
-    if e.is::<rustls::Error>() {
-        return true;
-    }
-    // `io::Error::source` skips the error it wraps (and hyper-rustls wraps the rustls error in
-    // two of them), so look inside.
-    if let Some(inner) = e
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-    {
-        if is_tls_error(inner) {
-            return true;
-        }
-    }
-    e.source().is_some_and(is_tls_error)
-}
-
-/// `e` and its causes, `: `-separated, each said once.
-fn error_chain(e: &dyn StdError) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cause = e.source();
-    while let Some(err) = cause {
-        let text = err.to_string();
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        cause = err.source();
-    }
-    parts.join(": ")
-}
-
-/// `<program>/<version>`, e.g. `plexus/0.1.0`, so that audit logs tell Plexus's binaries apart.
-fn user_agent() -> HeaderValue {
-    let program = std::env::current_exe()
+/// This program's file name (`plexus`, `plexusctl`), for the user agent: audit logs then tell
+/// Plexus's binaries apart.
+fn program_name() -> String {
+    std::env::current_exe()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .filter(|n| !n.is_empty() && n.is_ascii())
-        .unwrap_or_else(|| "plexus".into());
-    HeaderValue::from_str(&format!("{program}/{}", env!("CARGO_PKG_VERSION")))
-        .unwrap_or_else(|_| HeaderValue::from_static("plexus"))
-}
-
-/// Installs ring as rustls' process-wide crypto provider unless one is installed already.
-pub fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race with another installer is fine: one provider is installed either way.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
-
-/// A bearer token read from a file and read again whenever the file changes.
-#[derive(Debug)]
-struct TokenFile {
-    path: PathBuf,
-    state: Mutex<TokenState>,
-}
-
-#[derive(Debug)]
-struct TokenState {
-    stamp: Option<FileStamp>,
-    header: HeaderValue,
-}
-
-/// What tells one version of a file from the next: a kubelet-style atomic swap changes the
-/// inode, an in-place rewrite the modification time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl FileStamp {
-    fn of(path: &Path) -> Option<FileStamp> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(FileStamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-        })
-    }
-}
-
-impl TokenFile {
-    /// Reads the token now; an unreadable, empty or invalid token file is an error.
-    fn open(path: PathBuf) -> Result<TokenFile, String> {
-        let stamp = FileStamp::of(&path);
-        let header = read_bearer(&path)?;
-        Ok(TokenFile {
-            path,
-            state: Mutex::new(TokenState { stamp, header }),
-        })
-    }
-
-    /// The `Authorization` header for the file's current token.
-    fn header(&self) -> HeaderValue {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let stamp = FileStamp::of(&self.path);
-        if stamp.is_some() && stamp != state.stamp {
-            match read_bearer(&self.path) {
-                Ok(header) => {
-                    state.header = header;
-                    state.stamp = stamp;
-                }
-                Err(e) => tracing::warn!("keeping the last token: {e}"),
-            }
-        }
-        state.header.clone()
-    }
-}
-
-/// `Bearer <token>` for the trimmed content of the token file.
-fn read_bearer(path: &Path) -> Result<HeaderValue, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(format!("the token file {} is empty", path.display()));
-    }
-    let mut header = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| format!("the token file {} holds an invalid token", path.display()))?;
-    header.set_sensitive(true);
-    Ok(header)
+        .unwrap_or_else(|| "plexus".into())
 }
 
 #[cfg(test)]
@@ -667,43 +464,6 @@ mod tests {
             annotation_patch(Some("u-1"), "a", "b"),
             serde_json::json!({"metadata": {"uid": "u-1", "annotations": {"a": "b"}}})
         );
-    }
-
-    #[test]
-    fn token_file_is_trimmed_and_reread_when_it_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("token");
-        std::fs::write(&path, "first\n").unwrap();
-        let file = TokenFile::open(path.clone()).unwrap();
-        assert_eq!(file.header(), "Bearer first");
-        assert!(file.header().is_sensitive());
-
-        // An atomic swap, as the kubelet does it: new inode.
-        let next = dir.path().join("token.new");
-        std::fs::write(&next, "second").unwrap();
-        std::fs::rename(&next, &path).unwrap();
-        assert_eq!(file.header(), "Bearer second");
-
-        // A vanished or emptied file keeps the last token.
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(file.header(), "Bearer second");
-        std::fs::write(&path, "").unwrap();
-        assert_eq!(file.header(), "Bearer second");
-        std::fs::write(&path, "third").unwrap();
-        assert_eq!(file.header(), "Bearer third");
-    }
-
-    #[test]
-    fn unusable_token_files_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = TokenFile::open(dir.path().join("none")).unwrap_err();
-        assert!(missing.contains("cannot read the token file"), "{missing}");
-        std::fs::write(dir.path().join("empty"), "\n").unwrap();
-        let empty = TokenFile::open(dir.path().join("empty")).unwrap_err();
-        assert!(empty.contains("is empty"), "{empty}");
-        std::fs::write(dir.path().join("bad"), "a\u{1}b").unwrap();
-        let bad = TokenFile::open(dir.path().join("bad")).unwrap_err();
-        assert!(bad.contains("invalid token"), "{bad}");
     }
 
     #[test]
