@@ -65,6 +65,9 @@ impl fmt::Display for Command {
     }
 }
 
+/// The `CNI_ARGS` keys that request something for one interface only.
+const INTERFACE_REQUEST_KEYS: &[&str] = &["IP", "MAC", "GATEWAY"];
+
 /// `CNI_ARGS`: `K1=V1;K2=V2`, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CniArgs(pub Vec<(String, String)>);
@@ -92,6 +95,20 @@ impl CniArgs {
             .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The arguments without the requests that name one interface's own address or MAC
+    /// (`IP`, `MAC`, `GATEWAY`, as podman's `--network net:ip=…,mac=…` sends them): a
+    /// meta-plugin passes those to the interface the runtime asked for, not to every
+    /// additional one, whose ranges they would not fit.
+    pub fn without_interface_requests(&self) -> CniArgs {
+        CniArgs(
+            self.0
+                .iter()
+                .filter(|(k, _)| !INTERFACE_REQUEST_KEYS.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// The arguments written back as `K1=V1;K2=V2`.
@@ -249,6 +266,17 @@ impl CniEnv {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn interface_requests_are_left_out_for_additional_interfaces() {
+        let args =
+            CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAME=c1;IP=10.0.0.5;MAC=02:00:00:00:00:01")
+                .unwrap();
+        assert_eq!(
+            args.without_interface_requests().to_env_string(),
+            "IgnoreUnknown=1;K8S_POD_NAME=c1"
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Result<CniEnv, CniError> {
         let m: HashMap<String, String> = pairs

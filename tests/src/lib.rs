@@ -24,6 +24,7 @@ use plexus::netns::{self, NetnsError};
 pub mod cluster;
 pub mod cri;
 pub mod etcd;
+pub mod podman;
 pub mod podresources;
 pub mod sriov;
 

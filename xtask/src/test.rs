@@ -32,6 +32,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("etcd-server", "/usr/bin/etcd"),
     ("containerd", "/usr/bin/containerd"),
     ("runc", "/usr/sbin/runc"),
+    ("podman", "/usr/bin/podman"),
     ("busybox-static", "/bin/busybox"),
 ];
 

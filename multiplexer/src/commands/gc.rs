@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use plexus_cni::config::NetworkConfigList;
+use plexus_cni::env::CniArgs;
 use plexus_cni::list::{self, valid_attachments, Attachment};
 use plexus_cni::{CniError, ErrorCode};
 use serde_json::{Map, Value};
@@ -86,7 +87,10 @@ async fn remove_stale(ctx: &Context, entry: &CacheEntry) -> Vec<String> {
     let env_ctx = |a: &crate::cache::CachedAttachment| {
         let mut r = ctx.runtime_context(a, &netns);
         r.container_id = entry.container_id.clone();
-        r.args = entry.cni_args.clone();
+        r.args = match CniArgs::parse(&entry.cni_args) {
+            Ok(args) => super::delegate_args(&args, a.primary),
+            Err(_) => entry.cni_args.clone(),
+        };
         r
     };
     let failures = teardown::detach_all(&entry.attachments, env_ctx).await;

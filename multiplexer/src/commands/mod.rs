@@ -9,7 +9,7 @@ mod status;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use plexus_cni::env::CniEnv;
+use plexus_cni::env::{CniArgs, CniEnv};
 use plexus_cni::list::RuntimeContext;
 use plexus_cni::skel::{Plugin, Request};
 use plexus_cni::{CniError, ErrorCode, SpecVersion};
@@ -76,11 +76,22 @@ impl Context {
             container_id: self.env.container_id.clone(),
             netns: netns.to_string(),
             ifname: attachment.ifname.clone(),
-            args: self.env.args.to_env_string(),
+            args: delegate_args(&self.env.args, attachment.primary),
             plugin_dirs: self.plugin_dirs.clone(),
             capability_args: attachment.capability_args.clone(),
             timeout: self.delegate_timeout,
         }
+    }
+}
+
+/// The `CNI_ARGS` of one delegate: all of the runtime's for the primary network, and for the
+/// additional ones all but the requests meant for the primary interface alone (podman's
+/// `IP=`/`MAC=`), which would make their IPAM fail or clash.
+pub fn delegate_args(args: &CniArgs, primary: bool) -> String {
+    if primary {
+        args.to_env_string()
+    } else {
+        args.without_interface_requests().to_env_string()
     }
 }
 

@@ -125,6 +125,12 @@ fn image_config(diff_id: &str) -> Value {
     })
 }
 
+/// The image's root filesystem as an uncompressed tar (what `podman import`
+/// takes): busybox as `/bin/busybox`, `/bin/sh` and `/bin/sleep`.
+pub fn rootfs_archive() -> io::Result<Vec<u8>> {
+    rootfs_tar(&std::fs::read(BUSYBOX)?)
+}
+
 /// The uncompressed root filesystem: busybox as `/bin/sh` and `/bin/sleep`,
 /// plus the mount points runc needs (the sandbox's root is read-only).
 fn rootfs_tar(busybox: &[u8]) -> io::Result<Vec<u8>> {
