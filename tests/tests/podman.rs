@@ -23,9 +23,20 @@ fn multi_network(lab: &Lab, delegates: Vec<Value>) -> Value {
     })
 }
 
-/// podman set up with Plexus's binaries first, then the reference plugins.
-fn podman() -> Podman {
-    Podman::new(&[&plexus_bin_dir(), &cni_plugin_dir()])
+/// A node namespace of its own and podman set up with Plexus's binaries first, then the
+/// reference plugins, and the network `multi`: the lab's bridge as the primary network and
+/// `secondary` as `net1`.
+fn setup(secondary: impl FnOnce(&Lab) -> Value) -> (Lab, Podman) {
+    let lab = Lab::new();
+    let podman = Podman::new(&[&plexus_bin_dir(), &cni_plugin_dir()]);
+    let delegates = vec![lab.bridge(CNI_VERSION), secondary(&lab)];
+    podman.add_network(&multi_network(&lab, delegates));
+    (lab, podman)
+}
+
+/// The usual secondary network: macvlan `storage` on 10.20.0.0/24.
+fn storage(lab: &Lab) -> Value {
+    lab.macvlan(CNI_VERSION, "storage", 20)
 }
 
 /// `(interface, address/prefix)` of every IPv4 address in `ip -o -4 addr` output.
@@ -49,15 +60,7 @@ fn a_container_gets_both_networks_and_leaves_nothing_behind() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new();
-    let podman = podman();
-    podman.add_network(&multi_network(
-        &lab,
-        vec![
-            lab.bridge(CNI_VERSION),
-            lab.macvlan(CNI_VERSION, "storage", 20),
-        ],
-    ));
+    let (lab, podman) = setup(storage);
 
     let out = podman.run("multi", &["ip", "-o", "-4", "addr"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -76,15 +79,7 @@ fn podman_address_mac_and_interface_requests_reach_the_primary_only() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new();
-    let podman = podman();
-    podman.add_network(&multi_network(
-        &lab,
-        vec![
-            lab.bridge(CNI_VERSION),
-            lab.macvlan(CNI_VERSION, "storage", 20),
-        ],
-    ));
+    let (lab, podman) = setup(storage);
 
     let network = "multi:ip=10.10.0.50,mac=02:42:0a:0a:00:32,interface_name=eth5";
     let out = podman.run(network, &["sh", "-c", "ip -o -4 addr; ip -o link"]);
@@ -112,11 +107,11 @@ fn a_failing_additional_network_fails_the_container_and_undoes_the_primary() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new();
-    let podman = podman();
-    let mut broken = lab.macvlan(CNI_VERSION, "storage", 20);
-    broken["plugins"][0]["master"] = json!("no-such-link");
-    podman.add_network(&multi_network(&lab, vec![lab.bridge(CNI_VERSION), broken]));
+    let (lab, podman) = setup(|lab| {
+        let mut broken = storage(lab);
+        broken["plugins"][0]["master"] = json!("no-such-link");
+        broken
+    });
 
     let out = podman.run("multi", &["true"]);
     assert!(!out.status.success(), "{}", text(&out));
