@@ -6,6 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use plexus_tests::cluster::{LocalCluster, SA_USER};
 use serde_json::Value;
 
+use super::report::Figure;
+
 /// How long the audit log must stay unchanged before its events are counted.
 const AUDIT_SETTLE: Duration = Duration::from_millis(500);
 
@@ -118,6 +120,26 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
+}
+
+/// One figure per request kind: key `{prefix}_{kind}` (the kind's spaces and punctuation as
+/// `_`), label `    {kind}` (indented under its total), value `count / per`.
+pub(super) fn request_kind_figures(
+    prefix: &str,
+    by_kind: BTreeMap<String, u32>,
+    per: f64,
+) -> Vec<Figure> {
+    by_kind
+        .into_iter()
+        .map(|(kind, count)| {
+            Figure::value(
+                format!("{prefix}_{}", kind.replace([' ', '/', '-', '.'], "_")),
+                format!("    {kind}"),
+                "req",
+                f64::from(count) / per,
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use plexus_tests::cluster::{self, LocalCluster, SA_USER};
 use serde_json::{json, Value};
 
-use super::audit::{epoch_micros, requests_in, settled_sa_requests, Window};
+use super::audit::{epoch_micros, request_kind_figures, requests_in, settled_sa_requests, Window};
 use super::cycle::{direct_cycle, run_plexus, Cycles};
 use super::latency::overhead_pair;
 use super::process::Spawn;
@@ -212,17 +212,11 @@ fn request_figures(plexus: &[KubeRuns; 2], requests: &[(i64, String)]) -> Vec<Fi
                 Spread::of(&counts),
             ));
             let first = per_run.into_iter().next().unwrap_or_default();
-            for (kind, count) in first {
-                figures.push(Figure::value(
-                    format!(
-                        "{key}_first_run_{}",
-                        kind.replace([' ', '/', '-', '.'], "_")
-                    ),
-                    format!("    {kind}"),
-                    "req",
-                    f64::from(count),
-                ));
-            }
+            figures.extend(request_kind_figures(
+                &format!("{key}_first_run"),
+                first,
+                1.0,
+            ));
         }
     }
     // Every request of the service account after the first timed run began must belong to a

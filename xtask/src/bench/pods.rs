@@ -33,7 +33,9 @@ use plexus_crds::{IpamBlock, NetworkAttachmentDefinition, NetworkAttachmentDefin
 use plexus_tests::cluster::LocalCluster;
 use serde_json::{json, Value};
 
-use super::audit::{epoch_micros, requests_in, settled_sa_requests_by_agent, Window};
+use super::audit::{
+    epoch_micros, request_kind_figures, requests_in, settled_sa_requests_by_agent, Window,
+};
 use super::cycle::cni_env;
 use super::kubernetes::annotated_pod;
 use super::lab::Pod;
@@ -141,17 +143,11 @@ pub(super) fn pods(binaries: &Binaries, _settings: &Settings) -> Result<Section>
             "req",
             f64::from(total) / PODS as f64,
         ));
-        for (kind, count) in by_kind {
-            figures.push(Figure::value(
-                format!(
-                    "{lower}_requests_per_pod_{}",
-                    kind.replace([' ', '/', '-', '.'], "_")
-                ),
-                format!("    {kind}"),
-                "req",
-                f64::from(count) / PODS as f64,
-            ));
-        }
+        figures.extend(request_kind_figures(
+            &format!("{lower}_requests_per_pod"),
+            by_kind,
+            PODS as f64,
+        ));
     }
     Ok(Section::new(
         format!(
