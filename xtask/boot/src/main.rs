@@ -7,7 +7,11 @@ use std::path::Path;
 use std::process::{exit, Command};
 
 /// Debian packages needed before `xtask` can be built, with a file each one provides.
-const BUILD_PACKAGES: &[(&str, &str)] = &[("protobuf-compiler", "/usr/bin/protoc")];
+/// etcd-client's build script needs both the compiler and the well-known types it imports.
+const BUILD_PACKAGES: &[(&str, &str)] = &[
+    ("protobuf-compiler", "/usr/bin/protoc"),
+    ("libprotobuf-dev", "/usr/include/google/protobuf/descriptor.proto"),
+];
 
 fn run(cmd: &mut Command) -> bool {
     eprintln!("+ {cmd:?}");
