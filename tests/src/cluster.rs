@@ -4,7 +4,7 @@
 //! ```ignore
 //! let Some(apiserver) = plexus_tests::cluster::apiserver_or_skip() else { return };
 //! let cluster = LocalCluster::start_with(&apiserver)?;
-//! // cluster.sa_kubeconfig(): the `kube-system/plexus` service account, as Plexus runs;
+//! // cluster.sa_kubeconfig(): the `plexus-system/plexus` service account, as Plexus runs;
 //! // cluster.admin_client(): a `system:masters` kube client, for set-up and checks;
 //! // cluster.audit_events(): every request the API server answered.
 //! // Dropping the cluster stops it and removes its files.
@@ -14,9 +14,12 @@
 //! starts etcd (its data on `/dev/shm` when there is one), then the API server with RBAC, token
 //! authentication, service-account token signing and an audit log of every request at level
 //! `Metadata`; it applies Plexus's CRDs ([`plexus_crds::crd_yaml`]) and waits until the
-//! NetworkAttachmentDefinition API is served, applies `examples/k3s/rbac.yaml`, and gets a real
-//! token of the `kube-system/plexus` service account through the TokenRequest API, written to a
-//! file that [`sa_kubeconfig`](LocalCluster::sa_kubeconfig) refers to as its `tokenFile`.
+//! NetworkAttachmentDefinition API is served, applies `examples/k3s/rbac.yaml` (which creates
+//! the [`SA_NAMESPACE`] namespace, the IPAM's [`IPAM_NAMESPACE`]), and gets a real token of the
+//! `plexus-system/plexus` service account through the TokenRequest API, written to a file that
+//! [`sa_kubeconfig`](LocalCluster::sa_kubeconfig) refers to as its `tokenFile`. A plexus-ipam
+//! configuration with the Kubernetes store must name [`IPAM_NAMESPACE`]
+//! (`"kubernetes": {"namespace": ...}`): the service account may touch IPAM objects there only.
 //!
 //! Every cluster has its own ports (free ones) and directory, so test processes can run
 //! clusters side by side. Only the API server runs: no controller-manager and no scheduler,
@@ -54,14 +57,18 @@ pub type Result<T = ()> = std::result::Result<T, Error>;
 pub const APISERVER_ENV: &str = "PLEXUS_KUBE_APISERVER";
 /// The Kubernetes version `cargo xtask apiserver` builds and caches.
 pub const APISERVER_VERSION: &str = "1.20.2";
-/// Plexus's RBAC: its service account, ClusterRole and ClusterRoleBinding.
+/// Plexus's RBAC: its namespace, service account, ClusterRole and ClusterRoleBinding, and the
+/// IPAM's Role and RoleBinding.
 pub const RBAC_YAML: &str = include_str!("../../examples/k3s/rbac.yaml");
 /// The namespace of Plexus's service account.
-pub const SA_NAMESPACE: &str = "kube-system";
+pub const SA_NAMESPACE: &str = "plexus-system";
+/// The namespace of plexus-ipam's objects, where the shipped RBAC grants them
+/// (`kubernetes.namespace`).
+pub const IPAM_NAMESPACE: &str = "plexus-system";
 /// The name of Plexus's service account.
 pub const SA_NAME: &str = "plexus";
 /// The user name the API server gives Plexus's service account.
-pub const SA_USER: &str = "system:serviceaccount:kube-system:plexus";
+pub const SA_USER: &str = "system:serviceaccount:plexus-system:plexus";
 /// The User-Agent of [`LocalCluster::admin_client`], to tell its requests apart in the audit log.
 pub const ADMIN_USER_AGENT: &str = "plexus-tests-admin";
 
@@ -333,7 +340,7 @@ impl LocalCluster {
         })
         .await?;
         phases.push(("ready", started.elapsed()));
-        // After /readyz: the API server creates `kube-system` itself, shortly after it serves.
+        // The file creates its namespace first, then the objects in it.
         apply_yaml(&client, RBAC_YAML).await?;
         self.wait_async("the NetworkAttachmentDefinition CRD", api_log, || async {
             crds_served(&client).await
@@ -370,7 +377,7 @@ impl LocalCluster {
             .path()
     }
 
-    /// A kubeconfig for Plexus's service account `kube-system/plexus`. It verifies the
+    /// A kubeconfig for Plexus's service account `plexus-system/plexus`. It verifies the
     /// server's certificate, and reads the token from [`sa_token_file`](Self::sa_token_file)
     /// (`tokenFile`), which [`rotate_sa_token`](Self::rotate_sa_token) replaces.
     pub fn sa_kubeconfig(&self) -> &Path {
@@ -955,64 +962,96 @@ fn random_hex(bytes: usize) -> io::Result<String> {
 mod tests {
     use super::*;
 
+    /// `(group, resource, verbs)` of each resource a role's rules grant.
+    fn grants(role: &DynamicObject) -> Vec<(String, String, Vec<String>)> {
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            serde_json::from_value(v.clone()).expect("a list of strings")
+        };
+        let mut grants = Vec::new();
+        for rule in role.data["rules"].as_array().expect("rules") {
+            let verbs = strings(&rule["verbs"]);
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    grants.push((group.clone(), resource, verbs.clone()));
+                }
+            }
+        }
+        grants
+    }
+
+    fn grant(group: &str, resource: &str, verbs: &[&str]) -> (String, String, Vec<String>) {
+        let verbs = verbs.iter().map(|v| v.to_string()).collect();
+        (group.to_string(), resource.to_string(), verbs)
+    }
+
     #[test]
     fn rbac_yaml_is_least_privilege() {
         let objects = yaml_objects(RBAC_YAML).unwrap();
-        let kinds: Vec<_> = objects
+        let described: Vec<(&str, Option<&str>, Option<&str>)> = objects
             .iter()
-            .map(|o| o.types.as_ref().unwrap().kind.as_str())
-            .collect();
-        assert_eq!(
-            kinds,
-            ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
-        );
-        assert_eq!(objects[0].metadata.namespace.as_deref(), Some(SA_NAMESPACE));
-        assert_eq!(objects[0].metadata.name.as_deref(), Some(SA_NAME));
-        let rules = objects[1].data["rules"].as_array().unwrap();
-        let grants: Vec<(String, String, Vec<String>)> = rules
-            .iter()
-            .flat_map(|rule| {
-                let verbs: Vec<String> = serde_json::from_value(rule["verbs"].clone()).unwrap();
-                let groups: Vec<String> =
-                    serde_json::from_value(rule["apiGroups"].clone()).unwrap();
-                let resources: Vec<String> =
-                    serde_json::from_value(rule["resources"].clone()).unwrap();
-                groups.into_iter().flat_map(move |g| {
-                    let verbs = verbs.clone();
-                    resources
-                        .clone()
-                        .into_iter()
-                        .map(move |r| (g.clone(), r, verbs.clone()))
-                })
+            .map(|o| {
+                (
+                    o.types.as_ref().unwrap().kind.as_str(),
+                    o.metadata.namespace.as_deref(),
+                    o.metadata.name.as_deref(),
+                )
             })
             .collect();
-        let expected = |g: &str, r: &str, v: &[&str]| {
-            (
-                g.to_string(),
-                r.to_string(),
-                v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            )
-        };
         assert_eq!(
-            grants,
+            described,
             [
-                expected("", "pods", &["get", "patch"]),
-                expected(
+                ("Namespace", None, Some(SA_NAMESPACE)),
+                ("ServiceAccount", Some(SA_NAMESPACE), Some(SA_NAME)),
+                ("ClusterRole", None, Some("plexus")),
+                ("ClusterRoleBinding", None, Some("plexus")),
+                ("Role", Some(IPAM_NAMESPACE), Some("plexus-ipam")),
+                ("RoleBinding", Some(IPAM_NAMESPACE), Some("plexus-ipam")),
+            ]
+        );
+        // Cluster-wide: reading pods and NADs, patching pods' annotations.
+        assert_eq!(
+            grants(&objects[2]),
+            [
+                grant("", "pods", &["get", "patch"]),
+                grant(
                     "k8s.cni.cncf.io",
                     "network-attachment-definitions",
                     &["get", "list", "watch"]
                 ),
-                expected(
+            ]
+        );
+        // In the IPAM namespace only: its blocks and Leases, never deleted.
+        assert_eq!(
+            grants(&objects[4]),
+            [
+                grant(
                     "ipam.plexus.cni.dev",
                     "ipamblocks",
                     &["get", "list", "create", "update"]
                 ),
-                expected(
+                grant(
                     "coordination.k8s.io",
                     "leases",
-                    &["get", "list", "watch", "create", "update", "patch", "delete"]
+                    &["get", "list", "create", "update"]
                 ),
             ]
+        );
+        // Both bindings name the service account and their role.
+        for (binding, kind, role) in [
+            (&objects[3], "ClusterRole", "plexus"),
+            (&objects[5], "Role", "plexus-ipam"),
+        ] {
+            assert_eq!(binding.data["roleRef"]["kind"], kind);
+            assert_eq!(binding.data["roleRef"]["name"], role);
+            let subjects = binding.data["subjects"].as_array().unwrap();
+            assert_eq!(subjects.len(), 1);
+            assert_eq!(subjects[0]["kind"], "ServiceAccount");
+            assert_eq!(subjects[0]["name"], SA_NAME);
+            assert_eq!(subjects[0]["namespace"], SA_NAMESPACE);
+        }
+        assert_eq!(
+            SA_USER,
+            format!("system:serviceaccount:{SA_NAMESPACE}:{SA_NAME}")
         );
     }
 

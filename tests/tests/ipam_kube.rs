@@ -29,8 +29,8 @@ use plexus_ipam::store::{Owner, Pool, Store, StoreError};
 use plexus_tests::cluster::{self, LocalCluster, SA_USER};
 use serde::{Deserialize, Serialize};
 
-/// The namespace of the IPAM objects.
-const NS: &str = "kube-system";
+/// The namespace of the IPAM objects (where the shipped RBAC grants them).
+const NS: &str = cluster::IPAM_NAMESPACE;
 /// The environment variable that turns the `worker` test into an allocator process.
 const WORKER_ENV: &str = "PLEXUS_IPAM_KUBE_WORKER";
 
@@ -983,7 +983,7 @@ struct Plugin {
 fn conf(env: &Env, ipam: serde_json::Value) -> serde_json::Value {
     let mut object = serde_json::json!({
         "type": "plexus-ipam",
-        "kubernetes": {"kubeconfig": env.cluster.sa_kubeconfig()},
+        "kubernetes": {"kubeconfig": env.cluster.sa_kubeconfig(), "namespace": NS},
     });
     for (k, v) in ipam.as_object().expect("an object") {
         object[k] = v.clone();
@@ -1363,7 +1363,7 @@ fn binary_eight_nodes_then_sigkill() {
 // ---------------------------------------------------------------------------------------------
 // `plexusctl ipam`.
 
-/// Runs `plexusctl ipam <args>`: its exit status and stdout.
+/// Runs `plexusctl ipam <args> --namespace NS`: its exit status and stdout.
 fn plexusctl(args: &[&str]) -> (bool, String) {
     let bin = plexus_tests::plexus_bin_dir().join("plexusctl");
     assert!(
@@ -1374,6 +1374,7 @@ fn plexusctl(args: &[&str]) -> (bool, String) {
     let out = Command::new(bin)
         .arg("ipam")
         .args(args)
+        .args(["--namespace", NS])
         .stderr(Stdio::inherit())
         .output()
         .expect("run plexusctl");

@@ -554,11 +554,19 @@ fn the_k3s_examples_are_current_and_valid() {
     assert_eq!(node.conflist(), shipped, "examples/k3s/00-plexus.conflist");
 
     // The DaemonSet: the main container runs the init container's command plus --watch, both
-    // with the K3s mounts, as the plexus service account.
+    // with the K3s mounts, as the plexus service account of rbac.yaml.
     let [ds]: [k8s_openapi::api::apps::v1::DaemonSet; 1] =
         documents("plexus-daemonset.yaml").try_into().unwrap();
+    assert_eq!(
+        ds.metadata.namespace.as_deref(),
+        Some(plexus_tests::cluster::SA_NAMESPACE),
+        "the DaemonSet runs in the service account's namespace (rbac.yaml)"
+    );
     let spec = ds.spec.template.spec.unwrap();
-    assert_eq!(spec.service_account_name.as_deref(), Some("plexus"));
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        Some(plexus_tests::cluster::SA_NAME)
+    );
     let init = &spec.init_containers.as_ref().unwrap()[0];
     let main = &spec.containers[0];
     let mut watching = init.command.clone().unwrap();

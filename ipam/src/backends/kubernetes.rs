@@ -17,10 +17,14 @@
 //!   blocks are its own.
 //! * **Leases.** A node owns a block for a while through a `coordination.k8s.io/v1` Lease
 //!   `ipam-<block name>` (`holderIdentity` = node name, `leaseDurationSeconds` default 300,
-//!   `renewTime`, the block CIDR in the annotation `ipam.plexus.cni.dev/cidr`, the network
-//!   label). It is claimed by creating it (create-if-absent), renewed by a replace on its
-//!   `resourceVersion` once a third of its duration has passed, and taken over from another
-//!   node only once expired **and** only when its block holds no allocation.
+//!   `renewTime`, the block CIDR in the annotation `ipam.plexus.cni.dev/cidr`, the labels
+//!   `app.kubernetes.io/managed-by=plexus`, network, `ipam.plexus.cni.dev/block` and
+//!   `ipam.plexus.cni.dev/node`). It is claimed by creating it (create-if-absent), renewed by a
+//!   replace on its `resourceVersion` once a third of its duration has passed, and taken over
+//!   from another node only once expired **and** only when its block holds no allocation. A
+//!   Lease of that name that plexus-ipam did not write (another manager, labels or CIDR that
+//!   do not match, a holder that is not a node name) is an error, never replaced; no Lease is
+//!   ever deleted (`kubernetes/leases.rs`).
 //! * **Hints.** Each node keeps a small local file per range ([`hints`]; under
 //!   `/var/lib/cni/plexus-ipam/k8s-affinity`, or `$PLEXUS_IPAM_AFFINITY_DIR`) naming the blocks
 //!   it holds (with the Lease's `resourceVersion` and renewal time, and whether the block was

@@ -29,7 +29,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use plexus_tests::cluster::LocalCluster;
+use plexus_tests::cluster::{LocalCluster, IPAM_NAMESPACE};
 use plexus_tests::etcd::LocalEtcd;
 use serde_json::{json, Value};
 
@@ -78,6 +78,7 @@ pub(super) fn concurrency(_binaries: &Binaries, _settings: &Settings) -> Result<
                 }
                 _ => {
                     spec["kubeconfig"] = json!(cluster.sa_kubeconfig());
+                    spec["namespace"] = json!(IPAM_NAMESPACE);
                     spec["metrics_kubeconfig"] = json!(cluster.kubeconfig);
                     spec["hint_dir"] = json!(hints.path().join(&name));
                 }

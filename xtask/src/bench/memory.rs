@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use plexus_tests::cluster::LocalCluster;
+use plexus_tests::cluster::{LocalCluster, IPAM_NAMESPACE};
 use plexus_tests::etcd::LocalEtcd;
 use serde_json::json;
 
@@ -106,7 +106,7 @@ pub(super) fn ipam_memory(binaries: &Binaries, _settings: &Settings) -> Result<S
         (
             "kubernetes",
             "Kubernetes store",
-            json!({"kubernetes": {"kubeconfig": cluster.sa_kubeconfig()}}),
+            json!({"kubernetes": {"kubeconfig": cluster.sa_kubeconfig(), "namespace": IPAM_NAMESPACE}}),
         ),
         (
             "etcd",

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 use k8s_openapi::api::core::v1 as k8s;
 use kube::api::{Api, ListParams, PostParams};
 use plexus_crds::{IpamBlock, NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
-use plexus_tests::cluster::LocalCluster;
+use plexus_tests::cluster::{LocalCluster, IPAM_NAMESPACE};
 use serde_json::{json, Value};
 
 use super::audit::{
@@ -262,7 +262,7 @@ fn set_up_nodes(lab: &Lab, cluster: &LocalCluster, binaries: &Binaries) -> Resul
         macvlan(
             "storage",
             json!({"type": "plexus-ipam", "range": "10.20.0.0/16",
-                   "kubernetes": {"kubeconfig": kubeconfig}}),
+                   "kubernetes": {"kubeconfig": kubeconfig, "namespace": IPAM_NAMESPACE}}),
         ),
         macvlan(
             "backup",

@@ -128,6 +128,7 @@ async fn slow_path(
         if leases::holder(lease) == node
             && *name == Layout::lease_name(&block_name)
             && op.layout.within(cidr).is_some()
+            && leases::foreign(lease, target(name, &label, cidr), node).is_none()
         {
             own.push((cidr, lease.clone()));
             seen.insert(block_name);

@@ -142,7 +142,8 @@ fn classify(server: &str, what: &str, e: kube::Error) -> StoreError {
                 StoreError::Unavailable(text)
             } else if status.code == 403 {
                 StoreError::Backend(format!(
-                    "{text} (does the ClusterRole grant it? see examples/k3s/rbac.yaml)"
+                    "{text} (does the RBAC grant it? examples/k3s/rbac.yaml grants the \
+                     IPAM's objects in one namespace, which kubernetes.namespace must name)"
                 ))
             } else if status.code == 404 {
                 StoreError::Backend(format!(

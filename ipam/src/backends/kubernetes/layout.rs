@@ -216,7 +216,7 @@ pub fn from_u128(v4: bool, value: u128) -> IpAddr {
 }
 
 /// 64-bit FNV-1a: a stable hash for names (not for security).
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -3,6 +3,17 @@
 //! `renewTime`. A Lease is claimed by creating it (create-if-absent) or, once expired, by
 //! replacing it on its `resourceVersion`; it is renewed the same way. Affinity decides only
 //! which node *prefers* a block; it never decides whether an address is free.
+//!
+//! # Only its own Leases
+//!
+//! Every Lease written here is labelled [`MANAGED_BY_LABEL`]` = `[`MANAGED_BY`], with the
+//! network ([`NETWORK_LABEL`]), the block ([`BLOCK_LABEL`]) and the holder ([`NODE_LABEL`]),
+//! and annotated with the block CIDR ([`CIDR_ANNOTATION`]). Before replacing a Lease it read,
+//! and whenever a create or replace finds someone else's Lease under the name, the Lease is
+//! checked ([`foreign`]): a Lease of the name that plexus-ipam did not write is an error
+//! naming it, never replaced (and no Lease is ever deleted). Leases written before the labels
+//! existed (name, network label, CIDR annotation and a node as holder, no
+//! [`MANAGED_BY_LABEL`]) count as plexus-ipam's and get the labels at their next renewal.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,9 +26,18 @@ use kube::api::ObjectMeta;
 
 use super::client::ApiError;
 use super::hints::BlockHint;
-use super::layout::{CIDR_ANNOTATION, NETWORK_LABEL};
+use super::layout::{fnv1a, CIDR_ANNOTATION, LEASE_PREFIX, NETWORK_LABEL};
 use super::objects::{unexpected, Objects};
 use crate::store::StoreError;
+
+/// The label that says who manages a Lease (the Kubernetes recommended label).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY_LABEL`] on plexus-ipam's Leases.
+pub const MANAGED_BY: &str = "plexus";
+/// The label naming the block a Lease is for: the block's object name ([`label_value`]).
+pub const BLOCK_LABEL: &str = "ipam.plexus.cni.dev/block";
+/// The label naming the node that holds a Lease ([`label_value`]).
+pub const NODE_LABEL: &str = "ipam.plexus.cni.dev/node";
 
 /// The current time as Unix seconds.
 pub fn now_secs() -> i64 {
@@ -63,6 +83,90 @@ pub fn cidr(lease: &Lease) -> Option<IpNet> {
         .ok()
 }
 
+/// `text` as a label value: itself when it is one (at most 63 characters of letters, digits,
+/// `-`, `_` and `.`, beginning and ending with a letter or digit), else `x` and a hash of it.
+pub fn label_value(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let valid = bytes.is_empty()
+        || (bytes.len() <= 63
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric());
+    if valid {
+        text.to_string()
+    } else {
+        format!("x{:016x}", fnv1a(bytes))
+    }
+}
+
+/// Whether `name` can be a node's name (a DNS-1123 subdomain: at most 253 characters of
+/// lower-case letters, digits, `-` and `.`, in labels beginning and ending with a letter or
+/// digit). Leader-election Leases hold identities such as `host_1b2c…`, which are not.
+pub fn is_node_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+        })
+}
+
+/// Why `lease` is not the Lease plexus-ipam writes for `target`, or `None` when it is: it
+/// must carry no other manager than [`MANAGED_BY`], the target's network label and block CIDR
+/// annotation, and be held by nobody, by `node`, or by a node name ([`is_node_name`]).
+pub fn foreign(lease: &Lease, target: Target<'_>, node: &str) -> Option<String> {
+    let labels = lease.metadata.labels.clone().unwrap_or_default();
+    if let Some(manager) = labels.get(MANAGED_BY_LABEL).filter(|m| *m != MANAGED_BY) {
+        return Some(format!("it is managed by {manager:?}"));
+    }
+    let network = labels.get(NETWORK_LABEL).map(String::as_str);
+    if network != Some(target.label) {
+        return Some(match network {
+            Some(other) => format!(
+                "its label {NETWORK_LABEL} is {other:?}, not {:?}",
+                target.label
+            ),
+            None => format!("it has no label {NETWORK_LABEL}"),
+        });
+    }
+    if cidr(lease) != Some(target.cidr) {
+        return Some(format!(
+            "its annotation {CIDR_ANNOTATION} is not {}",
+            target.cidr
+        ));
+    }
+    let holder = holder(lease);
+    if !holder.is_empty() && holder != node && !is_node_name(holder) {
+        return Some(format!("its holder {holder:?} is not a node name"));
+    }
+    None
+}
+
+/// An error when `lease` is not plexus-ipam's Lease for `target` ([`foreign`]).
+fn check_ours(
+    objects: &Objects,
+    lease: &Lease,
+    target: Target<'_>,
+    node: &str,
+) -> Result<(), StoreError> {
+    match foreign(lease, target, node) {
+        None => Ok(()),
+        Some(why) => Err(StoreError::Backend(format!(
+            "leases \"{}/{}\" has the name of the Lease of block {} but was not written by \
+             plexus-ipam ({why}); it is left as it is: rename or delete it, or give plexus-ipam \
+             a namespace of its own (kubernetes.namespace)",
+            objects.namespace(),
+            target.name,
+            target.cidr
+        ))),
+    }
+}
+
 /// The Lease of a block: its name and network label, and the block's CIDR.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
@@ -85,14 +189,20 @@ pub fn held(
 ) -> Lease {
     let now = Timestamp::now();
     let acquired = Timestamp::from_second(acquired).unwrap_or(now);
+    let block = target
+        .name
+        .strip_prefix(LEASE_PREFIX)
+        .unwrap_or(target.name);
     Lease {
         metadata: ObjectMeta {
             name: Some(target.name.to_string()),
             resource_version: version,
-            labels: Some(BTreeMap::from([(
-                NETWORK_LABEL.to_string(),
-                target.label.to_string(),
-            )])),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+                (NETWORK_LABEL.to_string(), target.label.to_string()),
+                (BLOCK_LABEL.to_string(), label_value(block)),
+                (NODE_LABEL.to_string(), label_value(node)),
+            ])),
             annotations: Some(BTreeMap::from([(
                 CIDR_ANNOTATION.to_string(),
                 target.cidr.to_string(),
@@ -132,9 +242,10 @@ pub enum Claim {
 }
 
 /// Takes the Lease `name` for `node`: creates it if `current` is `None`, else replaces
-/// `current` on its `resourceVersion`. A create that finds the Lease, or a replace that finds
-/// it changed, reads it again: when this node is its holder (another process of the node got
-/// there first) it counts as held, else as lost.
+/// `current` on its `resourceVersion`, once it is checked to be plexus-ipam's ([`foreign`]).
+/// A create that finds the Lease, or a replace that finds it changed, reads it again: when it
+/// is not plexus-ipam's, that is an error; when this node is its holder (another process of
+/// the node got there first) it counts as held, else as lost.
 pub async fn claim(
     objects: &Objects,
     target: Target<'_>,
@@ -148,6 +259,7 @@ pub async fn claim(
             objects.create_lease(&lease).await
         }
         Some(current) => {
+            check_ours(objects, current, target, node)?;
             let keep_acquired = holder(current) == node;
             let acquired = current
                 .spec
@@ -165,8 +277,15 @@ pub async fn claim(
         Ok(lease) => Ok(Claim::Held(Box::new(lease))),
         Err(ApiError::AlreadyExists | ApiError::Conflict | ApiError::NotFound) => {
             match objects.get_lease(target.name).await? {
-                Some(lease) if holder(&lease) == node => Ok(Claim::Held(Box::new(lease))),
-                _ => Ok(Claim::Lost),
+                Some(lease) => {
+                    check_ours(objects, &lease, target, node)?;
+                    if holder(&lease) == node {
+                        Ok(Claim::Held(Box::new(lease)))
+                    } else {
+                        Ok(Claim::Lost)
+                    }
+                }
+                None => Ok(Claim::Lost),
             }
         }
         Err(e) => Err(unexpected(e, || format!("claim lease {}", target.name))),
@@ -174,7 +293,9 @@ pub async fn claim(
 }
 
 /// Renews a Lease this node holds by its hint: a replace on the hint's `resourceVersion`
-/// (one round trip), or a create if the Lease is gone. `Claim::Lost` when another node holds it.
+/// (one round trip; it applies only to the very Lease this node wrote), or a create if the
+/// Lease is gone. `Claim::Lost` when another node holds it; an error when the Lease found
+/// under the name is not plexus-ipam's.
 pub async fn renew(
     objects: &Objects,
     target: Target<'_>,
@@ -188,14 +309,16 @@ pub async fn renew(
         Ok(lease) => Ok(Claim::Held(Box::new(lease))),
         Err(ApiError::NotFound) => claim(objects, target, node, duration, None).await,
         Err(ApiError::Conflict) => match objects.get_lease(target.name).await? {
-            Some(current) if holder(&current) == node => {
-                if is_live(&current, now_secs()) {
+            Some(current) => {
+                check_ours(objects, &current, target, node)?;
+                if holder(&current) != node {
+                    Ok(Claim::Lost)
+                } else if is_live(&current, now_secs()) {
                     Ok(Claim::Held(Box::new(current)))
                 } else {
                     claim(objects, target, node, duration, Some(&current)).await
                 }
             }
-            Some(_) => Ok(Claim::Lost),
             None => claim(objects, target, node, duration, None).await,
         },
         Err(e) => Err(unexpected(e, || format!("renew lease {}", target.name))),
@@ -225,5 +348,81 @@ mod tests {
         assert!(!is_live(&released, now));
         let hint = hint_of(&lease, "10.0.0.0/26".parse().unwrap());
         assert!((hint.renewed - now).abs() <= 1);
+    }
+
+    #[test]
+    fn leases_are_labelled_as_plexus_ipams() {
+        let target = Target {
+            name: "ipam-net-10.0.0.0-26",
+            label: "net",
+            cidr: "10.0.0.0/26".parse().unwrap(),
+        };
+        let lease = held(target, "node-1", Duration::from_secs(300), None, now_secs());
+        let labels = lease.metadata.labels.clone().unwrap();
+        assert_eq!(labels[MANAGED_BY_LABEL], "plexus");
+        assert_eq!(labels[NETWORK_LABEL], "net");
+        assert_eq!(labels[BLOCK_LABEL], "net-10.0.0.0-26");
+        assert_eq!(labels[NODE_LABEL], "node-1");
+        // Too long or not a label value: hashed, stably.
+        let long = "n".repeat(64);
+        assert_eq!(label_value(&long), label_value(&long));
+        assert!(label_value(&long).starts_with('x') && label_value(&long).len() == 17);
+        assert_ne!(label_value("net-fd00--40-122"), label_value("-x"));
+        assert_eq!(label_value("-x").len(), 17);
+        assert_eq!(label_value(""), "");
+    }
+
+    #[test]
+    fn only_plexus_ipams_leases_are_taken_over() {
+        let target = Target {
+            name: "ipam-net-10.0.0.0-26",
+            label: "net",
+            cidr: "10.0.0.0/26".parse().unwrap(),
+        };
+        let ours = held(target, "node-1", Duration::from_secs(300), None, now_secs());
+        assert_eq!(foreign(&ours, target, "node-2"), None);
+        // As the version before the labels wrote it: no manager label.
+        let mut legacy = ours.clone();
+        legacy.metadata.labels = Some(BTreeMap::from([(
+            NETWORK_LABEL.to_string(),
+            "net".to_string(),
+        )]));
+        assert_eq!(foreign(&legacy, target, "node-2"), None);
+
+        let mut managed = ours.clone();
+        managed
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(MANAGED_BY_LABEL.into(), "helm".into());
+        assert!(foreign(&managed, target, "node-2")
+            .unwrap()
+            .contains("\"helm\""));
+        let mut unlabelled = ours.clone();
+        unlabelled.metadata.labels = None;
+        assert!(foreign(&unlabelled, target, "node-2")
+            .unwrap()
+            .contains("no label"));
+        let mut other_block = ours.clone();
+        other_block.metadata.annotations = None;
+        assert!(foreign(&other_block, target, "node-2").is_some());
+        // A leader-election Lease's holder is not a node name.
+        let mut leader = ours.clone();
+        leader.spec.as_mut().unwrap().holder_identity =
+            Some("master-1_4f3c2a1e-9b7d-4c1a-8e2f-0d6b5a4c3b2a".into());
+        assert!(foreign(&leader, target, "node-2")
+            .unwrap()
+            .contains("not a node name"));
+        // Released (no holder): still ours.
+        let mut released = ours.clone();
+        released.spec.as_mut().unwrap().holder_identity = None;
+        assert_eq!(foreign(&released, target, "node-2"), None);
+
+        assert!(is_node_name("node-1.example.com"));
+        assert!(!is_node_name("Node-1"));
+        assert!(!is_node_name("node_1"));
+        assert!(!is_node_name("node..1"));
+        assert!(!is_node_name(&"a".repeat(254)));
     }
 }

@@ -1,0 +1,547 @@
+//! The shipped RBAC (`examples/k3s/rbac.yaml`, exactly as the local cluster applies it) against
+//! a real kube-apiserver 1.20 with `--authorization-mode=RBAC`, as Plexus's service account:
+//!
+//! * everything Plexus does is allowed: `plexus` ADD and DEL of a pod on a macvlan network whose
+//!   addresses come from plexus-ipam's Kubernetes store (the pod's GET and PATCH, the NAD's GET,
+//!   the IPAM's blocks and Leases), plexus-ipam's GC, a takeover of a Lease written by the
+//!   previous version, `plexusctl ipam pools` and `plexusctl ipam gc`; the API server refuses
+//!   none of the service account's requests;
+//! * what a node's stolen credentials must not do is refused by the API server (403): updating
+//!   or deleting a node's heartbeat Lease in `kube-node-lease`, updating or deleting a
+//!   controller's leader Lease in `kube-system`, touching the IPAM's Leases or blocks outside
+//!   its namespace, deleting them inside it, reading or listing Secrets, creating or deleting
+//!   pods, listing pods;
+//! * plexus-ipam leaves a Lease it did not write alone: a Lease with a block Lease's name but
+//!   not plexus-ipam's labels is an error naming it, and stays as it was.
+//!
+//! The part that attaches a pod needs root (network namespaces, macvlan); the rest does not.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use common::kube::{
+    plexus_config, pod_cni_args, pod_object, write_cluster_network, Kube, PodCall, NETWORKS,
+};
+use common::{addresses_of, ns, run_plugin, Lab};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use plexus_crds::IpamBlock;
+use plexus_ipam::backends::kubernetes::layout::Layout;
+use plexus_ipam::backends::kubernetes::{KubeClient, KubeOptions, KubeStore, DEFAULT_TIMEOUT};
+use plexus_ipam::range::IpRange;
+use plexus_ipam::store::{Owner, Pool, Store};
+use plexus_tests::cluster::{IPAM_NAMESPACE, SA_USER};
+use plexus_tests::{cni_plugin_dir, plexus_bin_dir, root_or_skip, TestPod};
+use serde_json::{json, Value};
+
+/// The namespace of the test's pods and NADs.
+const POD_NAMESPACE: &str = "rbac";
+/// The label of plexus-ipam's Leases that says who manages them.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The network label of plexus-ipam's blocks and Leases.
+const NETWORK_LABEL: &str = "ipam.plexus.cni.dev/network";
+/// The annotation of a block Lease holding the block CIDR.
+const CIDR_ANNOTATION: &str = "ipam.plexus.cni.dev/cidr";
+
+#[test]
+fn the_shipped_rbac_allows_plexus_and_refuses_the_rest() {
+    let root = root_or_skip();
+    let Some(env) = Kube::start() else { return };
+    env.namespace(POD_NAMESPACE);
+    let hints = tempfile::tempdir().unwrap();
+
+    if root {
+        plexus_add_del_and_gc(&env, hints.path());
+    }
+    leases_of_the_previous_version_are_taken_over(&env, hints.path());
+    foreign_leases_are_left_alone(&env, hints.path());
+    plexusctl_pools_and_gc(&env);
+    nothing_plexus_asked_was_refused(&env);
+    what_a_node_must_not_do_is_refused(&env);
+}
+
+/// `plexus` ADD and DEL of a pod with a plexus-ipam network on the Kubernetes store, and
+/// plexus-ipam's GC, all as the service account.
+fn plexus_add_del_and_gc(env: &Kube, hints: &std::path::Path) {
+    let lab = Lab::on_host();
+    let bin = lab.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(
+        plexus_bin_dir().join("plexus-ipam"),
+        bin.join("plexus-ipam"),
+    )
+    .unwrap();
+    let conf_dir = lab.dir.path().join("net.d");
+    let cluster_file = write_cluster_network(&conf_dir, &lab.bridge("1.0.0"));
+    let config = plexus_config(
+        env,
+        &cluster_file,
+        &lab.cache_dir(),
+        &bin,
+        json!({"confDir": conf_dir}),
+    );
+    let ipam = json!({
+        "type": "plexus-ipam", "range": "10.66.0.0/24", "network_name": "rbac",
+        "kubernetes": {"kubeconfig": env.cluster.sa_kubeconfig(), "namespace": IPAM_NAMESPACE}
+    });
+    let network = json!({
+        "cniVersion": "1.0.0", "name": "rbac-net",
+        "plugins": [{"type": "macvlan", "master": lab.master, "mode": "bridge", "ipam": ipam}]
+    });
+    env.nad(POD_NAMESPACE, "rbac-net", &network);
+    let uid = env.pod(POD_NAMESPACE, "web", &[(NETWORKS, "rbac-net")]);
+    let pod = TestPod::new("pxr");
+    let args = pod_cni_args(POD_NAMESPACE, "web", &uid, Some("c-rbac-web"));
+    let cni_path = cni_plugin_dir();
+    let call = PodCall {
+        container: "c-rbac-web",
+        netns: ns(&pod),
+        cni_path: cni_path.to_str().unwrap(),
+        args: &args,
+    };
+    let node_env = [
+        ("NODE_NAME", "node-rbac"),
+        ("PLEXUS_IPAM_AFFINITY_DIR", hints.to_str().unwrap()),
+    ];
+
+    call.run("ADD", &config, &node_env).ok();
+    let net1 = addresses_of(&pod, "net1");
+    assert_eq!(net1[0].to_string(), "10.66.0.1/24", "{net1:?}");
+    let status = env.network_status(POD_NAMESPACE, "web");
+    assert_eq!(status[1]["ips"][0], "10.66.0.1", "{status}");
+    let lease = env
+        .rt
+        .block_on(lease_in(env, IPAM_NAMESPACE, "ipam-rbac-10.66.0.0-26"));
+    let labels = lease.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels[MANAGED_BY], "plexus", "{labels:?}");
+    assert_eq!(
+        labels["ipam.plexus.cni.dev/node"], "node-rbac",
+        "{labels:?}"
+    );
+    assert_eq!(labels["ipam.plexus.cni.dev/block"], "rbac-10.66.0.0-26");
+
+    call.run("DEL", &config, &node_env).ok();
+    assert!(allocations(env, "rbac-10.66.0.0-26").is_empty());
+
+    // GC (CNI 1.1) by plexus-ipam itself: an allocation of a container that is no longer valid
+    // is released.
+    let mut direct = network["plugins"][0].clone();
+    direct["cniVersion"] = json!("1.1.0");
+    direct["name"] = json!("rbac-net");
+    let ipam_env = |command: &'static str| {
+        vec![
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c-stale"),
+            ("CNI_NETNS", "/run/netns/none"),
+            ("CNI_IFNAME", "net1"),
+            (
+                "CNI_ARGS",
+                "K8S_POD_NAMESPACE=rbac;K8S_POD_NAME=stale;K8S_POD_UID=u-stale",
+            ),
+            ("CNI_PATH", "/nonexistent"),
+            ("NODE_NAME", "node-rbac"),
+            ("PLEXUS_IPAM_AFFINITY_DIR", hints.to_str().unwrap()),
+        ]
+    };
+    let plexus_ipam = plexus_bin_dir().join("plexus-ipam");
+    let added = run_plugin(
+        &plexus_ipam,
+        &ipam_env("ADD"),
+        direct.to_string().as_bytes(),
+    )
+    .ok();
+    assert_eq!(added["ips"][0]["address"], "10.66.0.1/24", "{added}");
+    direct["cni.dev/valid-attachments"] = json!([]);
+    run_plugin(&plexus_ipam, &ipam_env("GC"), direct.to_string().as_bytes()).ok();
+    assert!(allocations(env, "rbac-10.66.0.0-26").is_empty());
+    eprintln!("plexus ADD and DEL, plexus-ipam ADD and GC: allowed");
+}
+
+/// A store of plexus-ipam as the service account on `node`.
+async fn store(env: &Kube, node: &str, hints: &std::path::Path) -> KubeStore {
+    let options = KubeOptions {
+        hint_dir: hints.to_path_buf(),
+        ..KubeOptions::new(node)
+    };
+    KubeStore::from_kubeconfig(
+        env.cluster.sa_kubeconfig(),
+        IPAM_NAMESPACE,
+        DEFAULT_TIMEOUT,
+        options,
+    )
+    .await
+    .expect("a store from the service account's kubeconfig")
+}
+
+fn pool(network: &str, cidr: &str) -> Pool {
+    Pool {
+        network: network.into(),
+        range: IpRange::parse(cidr, None, None, &[], None).unwrap(),
+        overlapping: true,
+    }
+}
+
+fn owner(pod: &str, node: &str) -> Owner {
+    Owner {
+        pod_namespace: POD_NAMESPACE.into(),
+        pod_name: pod.into(),
+        pod_uid: format!("uid-{pod}"),
+        container_id: format!("ctr-{pod}"),
+        ifname: "net1".into(),
+        node: node.into(),
+    }
+}
+
+/// The name of the Lease of the (only) block of `pool`.
+fn lease_name(pool: &Pool) -> String {
+    let layout = Layout::new(pool, 26, 122).unwrap();
+    let block = layout.block_of(pool.range.address(0));
+    Layout::lease_name(&layout.block_name(block))
+}
+
+/// A Lease held by `holder`, renewed an hour ago for 300 s: expired.
+fn expired_lease(name: &str, labels: &[(&str, &str)], cidr: Option<&str>, holder: &str) -> Lease {
+    let past =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(1);
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            annotations: cidr.map(|c| [(CIDR_ANNOTATION.to_string(), c.to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(300),
+            acquire_time: Some(MicroTime(past)),
+            renew_time: Some(MicroTime(past)),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+async fn lease_in(env: &Kube, namespace: &str, name: &str) -> Lease {
+    let api: Api<Lease> = Api::namespaced(env.admin.clone(), namespace);
+    api.get(name).await.expect("the lease")
+}
+
+async fn create_lease(env: &Kube, namespace: &str, lease: &Lease) -> Lease {
+    let api: Api<Lease> = Api::namespaced(env.admin.clone(), namespace);
+    api.create(&PostParams::default(), lease)
+        .await
+        .expect("admin creates a lease")
+}
+
+/// The addresses held in the IPAM block `name`.
+fn allocations(env: &Kube, name: &str) -> Vec<String> {
+    let api: Api<IpamBlock> = Api::namespaced(env.admin.clone(), IPAM_NAMESPACE);
+    let block = env.rt.block_on(api.get(name)).expect("the block");
+    block.spec.allocations.into_keys().collect()
+}
+
+/// An expired Lease as the version before the labels wrote it (name, network label, CIDR
+/// annotation, a node as holder) is taken over on an empty block, and gets the labels.
+fn leases_of_the_previous_version_are_taken_over(env: &Kube, hints: &std::path::Path) {
+    env.rt.block_on(async {
+        let p = pool("legacy", "10.69.0.0/26");
+        let name = lease_name(&p);
+        assert_eq!(name, "ipam-legacy-10.69.0.0-26");
+        let old = expired_lease(
+            &name,
+            &[(NETWORK_LABEL, "legacy")],
+            Some("10.69.0.0/26"),
+            "node-old",
+        );
+        create_lease(env, IPAM_NAMESPACE, &old).await;
+        let store = store(env, "node-new", hints).await;
+        let ip = store.allocate(&p, &owner("gone", "node-new")).await;
+        assert_eq!(ip.unwrap().to_string(), "10.69.0.1");
+        let lease = lease_in(env, IPAM_NAMESPACE, &name).await;
+        let spec = lease.spec.clone().unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("node-new"));
+        let labels = lease.metadata.labels.unwrap();
+        assert_eq!(labels[MANAGED_BY], "plexus");
+        assert_eq!(labels[NETWORK_LABEL], "legacy");
+    });
+}
+
+/// A Lease of a block's name that plexus-ipam did not write, unlabelled (not listed) or
+/// labelled as the network's but managed by someone else: the ADD fails naming it, and the
+/// Lease is as it was.
+fn foreign_leases_are_left_alone(env: &Kube, hints: &std::path::Path) {
+    env.rt.block_on(async {
+        let store = store(env, "node-a", hints).await;
+        let cases = [
+            ("alien", "10.70.0.0/26", vec![], "kube-scheduler-1_2f6c"),
+            (
+                "alien2",
+                "10.71.0.0/26",
+                vec![(NETWORK_LABEL, "alien2"), (MANAGED_BY, "someone-else")],
+                "node-b",
+            ),
+        ];
+        for (network, cidr, labels, holder) in cases {
+            let p = pool(network, cidr);
+            let name = lease_name(&p);
+            let foreign = expired_lease(&name, &labels, Some(cidr), holder);
+            let created = create_lease(env, IPAM_NAMESPACE, &foreign).await;
+            let e = store
+                .allocate(&p, &owner("web", "node-a"))
+                .await
+                .expect_err("a foreign lease is not taken over");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("leases \"{IPAM_NAMESPACE}/{name}\""))
+                    && text.contains("not written by plexus-ipam"),
+                "{text}"
+            );
+            eprintln!("a foreign Lease: {text}");
+            let after = lease_in(env, IPAM_NAMESPACE, &name).await;
+            assert_eq!(
+                after.metadata.resource_version, created.metadata.resource_version,
+                "the foreign lease was changed"
+            );
+        }
+    });
+}
+
+/// Runs `plexusctl ipam <args>` as the service account in the IPAM namespace: its exit status
+/// and stdout.
+fn plexusctl(env: &Kube, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(plexus_bin_dir().join("plexusctl"))
+        .arg("ipam")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(env.cluster.sa_kubeconfig())
+        .args(["--namespace", IPAM_NAMESPACE])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run plexusctl");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `plexusctl ipam pools` lists the NADs (every namespace) and the blocks; `plexusctl ipam gc`
+/// looks the pods up and releases the address of the pod that is gone.
+fn plexusctl_pools_and_gc(env: &Kube) {
+    let (ok, text) = plexusctl(env, &["pools"]);
+    assert!(ok && text.contains("10.69.0.1"), "{text}");
+    let (ok, text) = plexusctl(env, &["gc"]);
+    assert!(ok && text.contains("released 10.69.0.1"), "{text}");
+    eprintln!("plexusctl ipam pools and gc: allowed");
+}
+
+/// The audit log: no request of the service account so far was refused.
+fn nothing_plexus_asked_was_refused(env: &Kube) {
+    // The API server writes an event just after it answers.
+    std::thread::sleep(Duration::from_millis(500));
+    let events = env.plexus_events(0);
+    let refused: Vec<&Value> = events
+        .iter()
+        .filter(|e| matches!(e["responseStatus"]["code"].as_u64(), Some(401 | 403)))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    let asked: BTreeSet<String> = events
+        .iter()
+        .map(|e| {
+            let o = &e["objectRef"];
+            let ns = o["namespace"].as_str().unwrap_or("*");
+            format!(
+                "{} {} in {ns}",
+                e["verb"].as_str().unwrap_or(""),
+                o["resource"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    eprintln!(
+        "what the service account asked for ({} requests): {asked:?}",
+        events.len()
+    );
+}
+
+/// A request of the service account must be refused by the API server: 403, naming it.
+async fn refused<T: std::fmt::Debug>(what: &str, call: impl Future<Output = kube::Result<T>>) {
+    match call.await {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            assert!(
+                status.message.contains(SA_USER),
+                "{what}: {}",
+                status.message
+            );
+        }
+        other => panic!("{what}: the service account must be refused with 403, got {other:?}"),
+    }
+}
+
+/// What a node's credentials must not do, tried for real as the service account.
+fn what_a_node_must_not_do_is_refused(env: &Kube) {
+    env.pod(POD_NAMESPACE, "victim", &[]);
+    env.rt.block_on(async {
+        let started = Instant::now();
+        let sa = KubeClient::from_kubeconfig(env.cluster.sa_kubeconfig(), DEFAULT_TIMEOUT)
+            .await
+            .expect("the service account's client")
+            .client()
+            .clone();
+        let delete = DeleteParams::default();
+        let post = PostParams::default();
+
+        // Another node's heartbeat.
+        let heartbeat = create_lease(
+            env,
+            "kube-node-lease",
+            &expired_lease("node-b", &[], None, "node-b"),
+        )
+        .await;
+        let leases: Api<Lease> = Api::namespaced(sa.clone(), "kube-node-lease");
+        refused(
+            "update a Lease in kube-node-lease",
+            leases.replace("node-b", &post, &heartbeat),
+        )
+        .await;
+        let renew = Patch::Merge(json!({"spec": {"holderIdentity": "node-a"}}));
+        refused(
+            "patch a Lease in kube-node-lease",
+            leases.patch("node-b", &PatchParams::default(), &renew),
+        )
+        .await;
+        refused(
+            "delete a Lease in kube-node-lease",
+            leases.delete("node-b", &delete),
+        )
+        .await;
+        refused(
+            "create a Lease in kube-node-lease",
+            leases.create(&post, &expired_lease("node-c", &[], None, "node-c")),
+        )
+        .await;
+
+        // A controller's leader Lease.
+        let leader = create_lease(
+            env,
+            "kube-system",
+            &expired_lease("kube-controller-manager", &[], None, "master_1f2e"),
+        )
+        .await;
+        let leases: Api<Lease> = Api::namespaced(sa.clone(), "kube-system");
+        refused(
+            "delete a Lease in kube-system",
+            leases.delete("kube-controller-manager", &delete),
+        )
+        .await;
+        refused(
+            "update a Lease in kube-system",
+            leases.replace("kube-controller-manager", &post, &leader),
+        )
+        .await;
+        refused(
+            "list Leases in every namespace",
+            Api::<Lease>::all(sa.clone()).list(&ListParams::default()),
+        )
+        .await;
+
+        // Plexus's own Leases and blocks: never deleted, not even in the IPAM namespace.
+        let leases: Api<Lease> = Api::namespaced(sa.clone(), IPAM_NAMESPACE);
+        refused(
+            "delete a Lease in the IPAM namespace",
+            leases.delete("ipam-rbac-10.66.0.0-26", &delete),
+        )
+        .await;
+        let blocks: Api<IpamBlock> = Api::namespaced(sa.clone(), IPAM_NAMESPACE);
+        refused(
+            "delete an IPAMBlock in the IPAM namespace",
+            blocks.delete("legacy-10.69.0.0-26", &delete),
+        )
+        .await;
+
+        // An IPAMBlock outside the IPAM namespace.
+        let outside: IpamBlock = serde_json::from_value(json!({
+            "apiVersion": "ipam.plexus.cni.dev/v1alpha1", "kind": "IPAMBlock",
+            "metadata": {"name": "net-10.72.0.0-26", "namespace": "default"},
+            "spec": {"network": "net", "cidr": "10.72.0.0/26", "allocations": {}}
+        }))
+        .unwrap();
+        let admin_blocks: Api<IpamBlock> = Api::namespaced(env.admin.clone(), "default");
+        let outside = admin_blocks
+            .create(&post, &outside)
+            .await
+            .expect("admin creates a block");
+        let blocks: Api<IpamBlock> = Api::namespaced(sa.clone(), "default");
+        refused(
+            "delete an IPAMBlock in default",
+            blocks.delete("net-10.72.0.0-26", &delete),
+        )
+        .await;
+        refused(
+            "update an IPAMBlock in default",
+            blocks.replace("net-10.72.0.0-26", &post, &outside),
+        )
+        .await;
+        refused(
+            "get an IPAMBlock in default",
+            blocks.get("net-10.72.0.0-26"),
+        )
+        .await;
+        let leases: Api<Lease> = Api::namespaced(sa.clone(), "default");
+        refused(
+            "create a Lease in default",
+            leases.create(&post, &expired_lease("ipam-x", &[], None, "node-a")),
+        )
+        .await;
+
+        // Secrets, anywhere.
+        for namespace in [IPAM_NAMESPACE, "kube-system", "default"] {
+            let secrets: Api<Secret> = Api::namespaced(sa.clone(), namespace);
+            refused(
+                &format!("get a Secret in {namespace}"),
+                secrets.get("plexus-token-1"),
+            )
+            .await;
+            refused(
+                &format!("list Secrets in {namespace}"),
+                secrets.list(&ListParams::default()),
+            )
+            .await;
+        }
+        refused(
+            "list Secrets in every namespace",
+            Api::<Secret>::all(sa.clone()).list(&ListParams::default()),
+        )
+        .await;
+
+        // Pods: no creating, deleting or listing.
+        for namespace in [POD_NAMESPACE, IPAM_NAMESPACE] {
+            let pods: Api<Pod> = Api::namespaced(sa.clone(), namespace);
+            let pod = pod_object("intruder", &[], "c", &[]);
+            refused(
+                &format!("create a pod in {namespace}"),
+                pods.create(&post, &pod),
+            )
+            .await;
+            refused(
+                &format!("list pods in {namespace}"),
+                pods.list(&ListParams::default()),
+            )
+            .await;
+        }
+        let pods: Api<Pod> = Api::namespaced(sa.clone(), POD_NAMESPACE);
+        refused("delete a pod", pods.delete("victim", &delete)).await;
+        eprintln!(
+            "refusals checked in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    });
+}
