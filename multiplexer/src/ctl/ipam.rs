@@ -155,7 +155,7 @@ pub struct GcArgs {
     /// How long an empty block is kept after its Lease expired (Kubernetes store).
     #[arg(long, default_value_t = DEFAULT_BLOCK_GRACE.as_secs())]
     pub block_grace_seconds: u64,
-    /// Do not delete empty blocks.
+    /// Do not delete empty blocks (a run with --node never does: blocks are the cluster's).
     #[arg(long)]
     pub keep_blocks: bool,
     /// How to print.
@@ -332,7 +332,8 @@ async fn gc_command(args: &GcArgs) -> Result<(), Error> {
     let report = with_store!(&args.store, Some(client.clone()), |store| {
         gc::collect(&store, &pods, &options).await?
     });
-    let blocks = if is_kube(&args.store) && !args.keep_blocks {
+    // Blocks are the whole cluster's: reclaimed by a cluster-wide run, not a node's (`--node`).
+    let blocks = if is_kube(&args.store) && !args.keep_blocks && args.node.is_none() {
         let store = kube_store(&args.store, client);
         let options = ReclaimOptions {
             grace: Duration::from_secs(args.block_grace_seconds),

@@ -89,13 +89,4 @@ impl KubeStore {
             }
         }
     }
-
-    /// The layout of `pool` with this store's block sizes.
-    pub fn layout(&self, pool: &crate::store::Pool) -> Result<Layout, StoreError> {
-        Layout::new(
-            pool,
-            self.options.block_prefix_v4,
-            self.options.block_prefix_v6,
-        )
-    }
 }
