@@ -3,6 +3,8 @@
 //! * [`NetworkAttachmentDefinition`] (`k8s.cni.cncf.io/v1`): the networks pods ask for.
 //! * [`IpamBlock`] (`ipam.plexus.cni.dev/v1alpha1`): a block of addresses of the cluster IPAM
 //!   (`plexus-ipam`) and its allocations.
+//! * [`whereabouts`]: Whereabouts's `IPPool` and `OverlappingRangeIPReservation`, read when
+//!   importing (not installed by Plexus).
 //!
 //! [`crds`] lists the CustomResourceDefinition of every resource here and [`crd_yaml`] prints
 //! them as one multi-document YAML stream (`plexusctl crds | kubectl apply -f -`).
@@ -11,6 +13,7 @@
 mod resource;
 pub mod ipam;
 mod nad;
+pub mod whereabouts;
 
 pub use ipam::{BlockAllocation, IpamBlock, IpamBlockSpec};
 pub use nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};

@@ -32,10 +32,18 @@
 //! Without `backend`: Kubernetes when a kubeconfig is set, else etcd when etcd endpoints are set
 //! (an old Whereabouts etcd configuration keeps a cluster-wide store), else the local store.
 //!
+//! `whereabouts_import_check` (default true): the Kubernetes store's guard against a
+//! forgotten import of Whereabouts's allocations.
+//!
+//! The Kubernetes store's block size: Plexus's `block_size_v4` and `block_size_v6` (`"/26"`,
+//! `"26"` or `26`; defaults /26 and /122), and Whereabouts's fast-IPAM `node_slice_size`,
+//! which becomes the block size of the ranges' family: a node allocates from blocks of that
+//! size it holds, as a Whereabouts node allocates from its slice (see [`block_sizes`]).
+//!
 //! Accepted and ignored: Whereabouts's `leader_lease_duration`, `leader_renew_deadline`,
 //! `leader_retry_period`, `sleep_for_race`, `datastore`, `reconciler_cron_expression`,
-//! `node_slice_size` (Plexus needs no node slices to scale), `kubernetes.k8s_api_root`, and
-//! any key it does not know. CNI_ARGS `IP=`/`GATEWAY=` are not read.
+//! `kubernetes.k8s_api_root`, and any key it does not know. CNI_ARGS `IP=`/`GATEWAY=` are not
+//! read.
 //!
 //! The node's name is `NODE_NAME`, else the host name.
 
@@ -68,6 +76,12 @@ pub const FLAT_FILE_PATHS: [&str; 3] = [
     "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
     "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
 ];
+
+/// The fewest addresses a block may hold (a /30, a /126).
+pub const MIN_BLOCK_ADDRESSES: u32 = 4;
+/// The most addresses a block may hold (a /20, a /116): one object holds every allocation of
+/// its block, and the API server's objects are limited to about 1.5 MB.
+pub const MAX_BLOCK_ADDRESSES: u32 = 4096;
 
 /// Where allocations are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +157,15 @@ pub struct IpamConfig {
     pub flat_file: Option<PathBuf>,
     /// This node's name: `NODE_NAME`, else the host name.
     pub node_name: String,
+    /// The Kubernetes store's IPv4 block prefix length (`block_size_v4`, or
+    /// `node_slice_size` for IPv4 ranges); `None`: the default.
+    pub block_size_v4: Option<u8>,
+    /// The Kubernetes store's IPv6 block prefix length (`block_size_v6`, or
+    /// `node_slice_size` for IPv6 ranges); `None`: the default.
+    pub block_size_v6: Option<u8>,
+    /// `whereabouts_import_check` (default true): the Kubernetes store refuses to create the
+    /// first block of a range while a Whereabouts `IPPool` holds unimported allocations in it.
+    pub whereabouts_import_check: bool,
 }
 
 impl IpamConfig {
@@ -237,6 +260,8 @@ impl IpamConfig {
             ));
         }
 
+        let (block_size_v4, block_size_v6) = block_sizes(&ipam, &ranges)?;
+        let whereabouts_import_check = opt_bool(&ipam, "whereabouts_import_check")?.unwrap_or(true);
         let network_name = opt_string(&ipam, "network_name")?.unwrap_or_default();
         let enable_overlapping_ranges =
             opt_bool(&ipam, "enable_overlapping_ranges")?.unwrap_or(true);
@@ -324,6 +349,9 @@ impl IpamConfig {
             etcd_auth,
             flat_file,
             node_name: node_name.to_string(),
+            block_size_v4,
+            block_size_v6,
+            whereabouts_import_check,
         })
     }
 
@@ -371,6 +399,107 @@ pub fn node_name() -> String {
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+/// The block sizes: `block_size_v4` and `block_size_v6`, and `node_slice_size` mapped onto
+/// the block size of the ranges' family. Refused (code 7, naming the key):
+///
+/// * a value that is not a prefix length (`"/26"`, `"26"` or `26`), or a block of fewer than
+///   [`MIN_BLOCK_ADDRESSES`] or more than [`MAX_BLOCK_ADDRESSES`] addresses;
+/// * `node_slice_size` with ranges of both families (one slice size cannot fit both), larger
+///   than a range (a slice is part of its range), or disagreeing with the family's
+///   `block_size_v4`/`block_size_v6`.
+///
+/// A block larger than a range is allowed for `block_size_v4`/`block_size_v6` (the range then
+/// lives in the one block that contains it, as with the defaults).
+pub fn block_sizes(
+    ipam: &Map<String, Value>,
+    ranges: &[IpRange],
+) -> Result<(Option<u8>, Option<u8>), CniError> {
+    let mut v4 = prefix_key(ipam, "block_size_v4", false)?;
+    let mut v6 = prefix_key(ipam, "block_size_v6", true)?;
+    let Some(slice) = prefix_value(ipam, "node_slice_size")? else {
+        return Ok((v4, v6));
+    };
+    let has_v4 = ranges.iter().any(|r| r.is_ipv4());
+    let has_v6 = ranges.iter().any(|r| !r.is_ipv4());
+    if has_v4 && has_v6 {
+        return Err(invalid(format!(
+            "ipam.node_slice_size /{slice} cannot apply to both IPv4 and IPv6 ranges: \
+             set block_size_v4 and block_size_v6 instead"
+        )));
+    }
+    let (explicit, key, v6_family) = if has_v6 {
+        (&mut v6, "block_size_v6", true)
+    } else {
+        (&mut v4, "block_size_v4", false)
+    };
+    check_block_prefix(slice, v6_family, "ipam.node_slice_size")?;
+    if let Some(range) = ranges.iter().find(|r| slice < r.prefix_len()) {
+        return Err(invalid(format!(
+            "ipam.node_slice_size /{slice} is larger than the range {}: a node's slice must \
+             lie inside the range",
+            range.cidr()
+        )));
+    }
+    match *explicit {
+        Some(given) if given != slice => Err(invalid(format!(
+            "ipam.node_slice_size /{slice} disagrees with ipam.{key} /{given}: give one of them"
+        ))),
+        _ => {
+            *explicit = Some(slice);
+            Ok((v4, v6))
+        }
+    }
+}
+
+/// A block size key of one family, checked.
+fn prefix_key(ipam: &Map<String, Value>, key: &str, v6: bool) -> Result<Option<u8>, CniError> {
+    let Some(prefix) = prefix_value(ipam, key)? else {
+        return Ok(None);
+    };
+    check_block_prefix(prefix, v6, &format!("ipam.{key}"))?;
+    Ok(Some(prefix))
+}
+
+/// A prefix length given as `"/26"`, `"26"` or `26`.
+fn prefix_value(ipam: &Map<String, Value>, key: &str) -> Result<Option<u8>, CniError> {
+    let bad = |v: &Value| {
+        invalid(format!(
+            "ipam.{key}: {v} is not a prefix length (\"/26\", \"26\" or 26)"
+        ))
+    };
+    match ipam.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(v @ Value::String(s)) => s
+            .trim()
+            .trim_start_matches('/')
+            .parse::<u8>()
+            .map(Some)
+            .map_err(|_| bad(v)),
+        Some(v @ Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u8::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| bad(v)),
+        Some(v) => Err(bad(v)),
+    }
+}
+
+/// Refuses a block prefix whose block holds too few or too many addresses.
+fn check_block_prefix(prefix: u8, v6: bool, at: &str) -> Result<(), CniError> {
+    let bits: u8 = if v6 { 128 } else { 32 };
+    let min_prefix = bits - MAX_BLOCK_ADDRESSES.ilog2() as u8;
+    let max_prefix = bits - MIN_BLOCK_ADDRESSES.ilog2() as u8;
+    if (min_prefix..=max_prefix).contains(&prefix) {
+        return Ok(());
+    }
+    let family = if v6 { "IPv6" } else { "IPv4" };
+    Err(invalid(format!(
+        "{at}: /{prefix} is not a valid {family} block size: blocks hold {MIN_BLOCK_ADDRESSES} \
+         to {MAX_BLOCK_ADDRESSES} addresses (/{max_prefix} to /{min_prefix})"
+    )))
 }
 
 fn invalid(msg: impl Into<String>) -> CniError {
@@ -651,7 +780,6 @@ mod tests {
             "sleep_for_race": 1,
             "datastore": "kubernetes",
             "reconciler_cron_expression": "30 4 * * *",
-            "node_slice_size": "/22",
             "something_new": {"x": 1}
         }))
         .unwrap();
@@ -681,6 +809,67 @@ mod tests {
                 kubeconfig: "/etc/kc".into(),
                 namespace: "kube-system".into()
             }
+        );
+    }
+
+    #[test]
+    fn block_sizes_and_node_slice_size() {
+        let v4 = |extra: Value| {
+            let mut v = json!({"type": "whereabouts", "range": "10.0.0.0/16"});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            load(v)
+        };
+        let c = v4(json!({})).unwrap();
+        assert_eq!((c.block_size_v4, c.block_size_v6), (None, None));
+        let c = v4(json!({"block_size_v4": "/28", "block_size_v6": 120})).unwrap();
+        assert_eq!((c.block_size_v4, c.block_size_v6), (Some(28), Some(120)));
+        let c = v4(json!({"block_size_v4": "24"})).unwrap();
+        assert_eq!(c.block_size_v4, Some(24));
+        // node_slice_size becomes the block size of the ranges' family.
+        let c = v4(json!({"node_slice_size": "/22"})).unwrap();
+        assert_eq!((c.block_size_v4, c.block_size_v6), (Some(22), None));
+        let c = v4(json!({"node_slice_size": "22", "block_size_v4": "/22"})).unwrap();
+        assert_eq!(c.block_size_v4, Some(22));
+        let c =
+            load(json!({"type": "whereabouts", "range": "fd00::/64", "node_slice_size": "/120"}))
+                .unwrap();
+        assert_eq!((c.block_size_v4, c.block_size_v6), (None, Some(120)));
+        // A block of a /28 range may be larger than the range (the range is one block).
+        let c = load(json!({"type": "whereabouts", "range": "10.0.0.0/28", "block_size_v4": 24}))
+            .unwrap();
+        assert_eq!(c.block_size_v4, Some(24));
+        for (extra, want) in [
+            (json!({"block_size_v4": "/19"}), "ipam.block_size_v4: /19"),
+            (json!({"block_size_v4": 31}), "ipam.block_size_v4: /31"),
+            (json!({"block_size_v4": "/122"}), "IPv4 block size"),
+            (json!({"block_size_v6": "/64"}), "ipam.block_size_v6: /64"),
+            (json!({"block_size_v4": "big"}), "not a prefix length"),
+            (json!({"block_size_v4": -1}), "not a prefix length"),
+            (json!({"block_size_v4": [26]}), "not a prefix length"),
+            (json!({"node_slice_size": "/8"}), "ipam.node_slice_size: /8"),
+            (json!({"node_slice_size": "/x"}), "ipam.node_slice_size"),
+            (
+                json!({"node_slice_size": "/24", "block_size_v4": 26}),
+                "disagrees with ipam.block_size_v4 /26",
+            ),
+            (
+                json!({"node_slice_size": "/24", "ipRanges": [{"range": "fd00::/64"}]}),
+                "both IPv4 and IPv6",
+            ),
+        ] {
+            let err = v4(extra.clone()).unwrap_err();
+            assert_eq!(err.code, 7, "{extra}");
+            assert!(err.msg.contains(want), "{extra}: {}", err.msg);
+        }
+        let err =
+            load(json!({"type": "whereabouts", "range": "10.0.0.0/26", "node_slice_size": "/24"}))
+                .unwrap_err();
+        assert!(
+            err.msg.contains("larger than the range 10.0.0.0/26"),
+            "{}",
+            err.msg
         );
     }
 

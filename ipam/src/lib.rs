@@ -7,11 +7,13 @@
 //! * [`store`] is what every backend does: allocate, release, list; [`backends`] holds the
 //!   Kubernetes, etcd and embedded local stores.
 //! * [`plugin`] is the CNI plugin (ADD, DEL, CHECK, STATUS, GC, VERSION); [`gc`] releases the
-//!   addresses of pods that are gone; [`pools`] describes pools for `plexusctl ipam pools`.
+//!   addresses of pods that are gone; [`pools`] describes pools for `plexusctl ipam pools`;
+//!   [`import`] brings Whereabouts's allocations into the Kubernetes store.
 
 pub mod backends;
 pub mod config;
 pub mod gc;
+pub mod import;
 pub mod plugin;
 pub mod pools;
 pub mod range;

@@ -39,7 +39,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::backends::etcd::EtcdStore;
-use crate::backends::kubernetes::KubeStore;
+use crate::backends::kubernetes::{KubeOptions, KubeStore};
 use crate::backends::local::LocalStore;
 use crate::config::{Backend, IpamConfig};
 use crate::store::{Allocation, Owner, PoolUsage, Store, StoreError};
@@ -175,7 +175,7 @@ pub async fn open_store(config: &IpamConfig) -> Result<AnyStore, CniError> {
         Backend::Kubernetes {
             kubeconfig,
             namespace,
-        } => KubeStore::open(kubeconfig, namespace, &config.node_name)
+        } => KubeStore::open_with(kubeconfig, namespace, kube_options(config))
             .await
             .map(|s| AnyStore::Kubernetes(Box::new(s)))
             .map_err(CniError::from),
@@ -186,6 +186,20 @@ pub async fn open_store(config: &IpamConfig) -> Result<AnyStore, CniError> {
                 .map_err(CniError::from)
         }
     }
+}
+
+/// The Kubernetes store's options for this configuration: this node, and the configured block
+/// sizes (else the defaults).
+pub fn kube_options(config: &IpamConfig) -> KubeOptions {
+    let mut options = KubeOptions::new(&config.node_name);
+    if let Some(prefix) = config.block_size_v4 {
+        options.block_prefix_v4 = prefix;
+    }
+    if let Some(prefix) = config.block_size_v6 {
+        options.block_prefix_v6 = prefix;
+    }
+    options.whereabouts_guard = config.whereabouts_import_check;
+    options
 }
 
 impl AnyStore {

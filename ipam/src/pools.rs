@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::backends::kubernetes::BlockInfo;
 use crate::store::{Allocation, Pool, PoolUsage};
 
 /// One pool's occupancy.
@@ -28,6 +29,9 @@ pub struct PoolSummary {
     pub free: Option<u128>,
     /// The allocations, by address.
     pub allocations: Vec<Allocation>,
+    /// The pool's blocks and the nodes holding them (Kubernetes store; see [`attach_blocks`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<BlockInfo>,
 }
 
 /// The occupancy of every configured pool (duplicates counted once) and of whatever else the
@@ -77,6 +81,7 @@ pub fn summarize(configured: &[Pool], usage: &[PoolUsage]) -> Vec<PoolSummary> {
                 used: allocations.len() as u128,
                 free: Some(size.saturating_sub(used)),
                 allocations: allocations.into_values().collect(),
+                blocks: Vec::new(),
             }
         })
         .collect();
@@ -90,9 +95,62 @@ pub fn summarize(configured: &[Pool], usage: &[PoolUsage]) -> Vec<PoolSummary> {
                 used: allocations.len() as u128,
                 free: None,
                 allocations: allocations.into_values().collect(),
+                blocks: Vec::new(),
             }),
     );
     out
+}
+
+/// Gives each summary the blocks of its network that overlap its CIDR (a block goes to the
+/// first such summary).
+pub fn attach_blocks(summaries: &mut [PoolSummary], blocks: &[BlockInfo]) {
+    for block in blocks {
+        let Ok(cidr) = block.cidr.parse::<ipnet::IpNet>() else {
+            continue;
+        };
+        let home = summaries.iter_mut().find(|s| {
+            s.network == block.network
+                && s.cidr.parse::<ipnet::IpNet>().is_ok_and(|pool| {
+                    pool.contains(&cidr.network()) || cidr.contains(&pool.network())
+                })
+        });
+        if let Some(summary) = home {
+            summary.blocks.push(block.clone());
+        }
+    }
+}
+
+/// Blocks as text, one line per block, grouped by the node holding it (`-`: no Lease):
+/// `node network block used size lease`, the Lease `live`, `expired` or `none`.
+pub fn render_blocks(blocks: &[BlockInfo]) -> String {
+    let mut sorted: Vec<&BlockInfo> = blocks.iter().collect();
+    sorted.sort_by(|a, b| (&a.node, &a.network, &a.name).cmp(&(&b.node, &b.network, &b.name)));
+    let mut text = String::new();
+    let _ = writeln!(text, "NODE\tNETWORK\tBLOCK\tUSED\tSIZE\tLEASE");
+    for b in sorted {
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        let lease = match (b.node.is_empty(), b.live) {
+            (true, _) => "none",
+            (false, true) => "live",
+            (false, false) => "expired",
+        };
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\t{}\t{}\t{lease}",
+            dash(&b.node),
+            dash(&b.network),
+            b.cidr,
+            b.used,
+            b.size
+        );
+    }
+    text
 }
 
 /// The summaries as text: one line per pool (`network cidr size used free`), then one

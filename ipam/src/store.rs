@@ -115,6 +115,10 @@ pub enum StoreError {
     /// The datastore answered with an error.
     #[error("{0}")]
     Backend(String),
+    /// Another IPAM's allocations in the range were not imported (the guard of
+    /// `plexus-ipam`'s Kubernetes store): a configuration error.
+    #[error("{0}")]
+    NotImported(String),
     /// A stored record could not be read.
     #[error("corrupt record {key}: {reason}")]
     Corrupt {
@@ -132,6 +136,7 @@ impl StoreError {
             StoreError::Exhausted { .. } => ErrorCode::PoolExhausted,
             StoreError::Unavailable(_) | StoreError::Contention(_) => ErrorCode::TryAgainLater,
             StoreError::Backend(_) => ErrorCode::IpamBackendFailed,
+            StoreError::NotImported(_) => ErrorCode::InvalidNetworkConfig,
             StoreError::Corrupt { .. } => ErrorCode::IpamCorruptRecord,
         }
     }

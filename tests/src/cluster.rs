@@ -1018,21 +1018,23 @@ mod tests {
                     "network-attachment-definitions",
                     &["get", "list", "watch"]
                 ),
+                grant("whereabouts.cni.cncf.io", "ippools", &["list"]),
+                grant("", "nodes", &["list"]),
             ]
         );
-        // In the IPAM namespace only: its blocks and Leases, never deleted.
+        // In the IPAM namespace only: its blocks and Leases (deleted only when reclaimed).
         assert_eq!(
             grants(&objects[4]),
             [
                 grant(
                     "ipam.plexus.cni.dev",
                     "ipamblocks",
-                    &["get", "list", "create", "update"]
+                    &["get", "list", "create", "update", "delete"]
                 ),
                 grant(
                     "coordination.k8s.io",
                     "leases",
-                    &["get", "list", "create", "update"]
+                    &["get", "list", "create", "update", "delete"]
                 ),
             ]
         );

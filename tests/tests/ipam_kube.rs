@@ -21,7 +21,9 @@ use kube::api::{Api, PostParams};
 use kube::core::ObjectMeta;
 use plexus_cni::CniError;
 use plexus_crds::IpamBlock;
-use plexus_ipam::backends::kubernetes::{KubeOptions, KubePods, KubeStore, DEFAULT_TIMEOUT};
+use plexus_ipam::backends::kubernetes::{
+    KubeOptions, KubePods, KubeStore, ReclaimOptions, DEFAULT_TIMEOUT,
+};
 use plexus_ipam::gc::{self, GcOptions};
 use plexus_ipam::pools;
 use plexus_ipam::range::IpRange;
@@ -133,6 +135,36 @@ async fn expire(env: &Env, name: &str) {
     api.replace(name, &PostParams::default(), &lease)
         .await
         .expect("replace the lease");
+}
+
+/// Expires every Lease of the namespace whose name contains `needle`.
+async fn expire_all(env: &Env, needle: &str) -> usize {
+    let api: Api<Lease> = Api::namespaced(env.cluster.admin_client(), NS);
+    let names: Vec<String> = api
+        .list(&Default::default())
+        .await
+        .expect("list leases")
+        .items
+        .into_iter()
+        .filter_map(|l| l.metadata.name)
+        .filter(|n| n.contains(needle))
+        .collect();
+    for name in &names {
+        expire(env, name).await;
+    }
+    names.len()
+}
+
+/// The block objects of `network`, by name.
+async fn blocks_of(env: &Env, network: &str) -> Vec<IpamBlock> {
+    let api: Api<IpamBlock> = Api::namespaced(env.cluster.admin_client(), NS);
+    api.list(&Default::default())
+        .await
+        .expect("list blocks")
+        .items
+        .into_iter()
+        .filter(|b| b.spec.network == network)
+        .collect()
 }
 
 /// The allocator's behaviours, one cluster, the cases in order.
@@ -551,7 +583,17 @@ async fn round_trips_from_the_audit_log(env: &Env) {
     })
     .await;
     eprintln!("first ADD of a node: {first:?}");
-    assert_eq!(first.len(), 4, "{first:?}");
+    // The range's first block: the guard's one LIST of Whereabouts's IPPools (absent here).
+    assert_eq!(
+        first,
+        [
+            "list ipamblocks",
+            "list leases",
+            "list ippools",
+            "create leases",
+            "create ipamblocks"
+        ],
+    );
 
     let common = requests_of(env, &a, &mut n, async {
         a.allocate(&p, &owner("r1", "node-a")).await.unwrap();
@@ -611,6 +653,10 @@ struct Work {
     range: String,
     /// Pod names to allocate for, in order, with their UIDs.
     pods: Vec<(String, String)>,
+    /// Release each pod's address right after its ADD, except the last pod's (prints
+    /// `ERROR` when the release does not find exactly the address handed out).
+    #[serde(default)]
+    churn: bool,
 }
 
 /// Not a test of its own: the allocator process the tests below start (it does nothing unless
@@ -631,11 +677,20 @@ fn worker() {
             .await
             .expect("a store");
         let p = pool(&work.network, &work.range);
-        for (pod, uid) in &work.pods {
+        for (i, (pod, uid)) in work.pods.iter().enumerate() {
             let mut o = owner(pod, &work.node);
             o.pod_uid = uid.clone();
             match store.allocate(&p, &o).await {
-                Ok(ip) => println!("ALLOC {pod} {ip}"),
+                Ok(ip) => {
+                    println!("ALLOC {pod} {ip}");
+                    if work.churn && i + 1 < work.pods.len() {
+                        match store.release(&p, &o.container_id, &o.ifname).await {
+                            Ok(released) if released == [ip] => println!("RELEASED {pod}"),
+                            Ok(released) => println!("ERROR {pod} released {released:?}"),
+                            Err(e) => println!("ERROR {pod} {e}"),
+                        }
+                    }
+                }
                 Err(e) => println!("ERROR {pod} {e}"),
             }
         }
@@ -715,6 +770,7 @@ fn eight_nodes_allocate_concurrently() {
                 pods: (0..125)
                     .map(|i| (format!("{node}-pod-{i}"), format!("uid-{node}-{i}")))
                     .collect(),
+                churn: false,
             };
             (node, spawn_worker(&work))
         })
@@ -780,6 +836,131 @@ fn eight_nodes_allocate_concurrently() {
     });
 }
 
+/// Empty blocks are deleted while 4 nodes allocate and release in them as fast as they can:
+/// the reclaimer treats every holder as gone, with no grace period, so each block is deleted
+/// whenever it is read empty. No allocation is ever lost (each release finds exactly the
+/// address handed out, and the last pod of each node keeps its address), blocks holding an
+/// allocation survive, and expired empty blocks of another network are deleted with their
+/// Leases while a live one's block is kept.
+#[test]
+fn empty_blocks_are_reclaimed_under_concurrent_adds() {
+    let Some(env) = Env::start() else { return };
+    let network = "reclaim";
+    let cidr = "10.25.0.0/24";
+    runtime().block_on(async {
+        // Grace and expiry, one block each: idle (expired, empty), busy (expired, one
+        // allocation), fresh (live, empty).
+        let a = env.store("node-a").await;
+        let idle = pool("reclaim-idle", "10.26.0.0/26");
+        let busy = pool("reclaim-busy", "10.26.1.0/26");
+        let fresh = pool("reclaim-fresh", "10.26.2.0/26");
+        for (p, pod) in [(&idle, "i1"), (&busy, "b1"), (&fresh, "f1")] {
+            a.allocate(p, &owner(pod, "node-a")).await.unwrap();
+        }
+        a.release(&idle, "ctr-i1", "net1").await.unwrap();
+        a.release(&fresh, "ctr-f1", "net1").await.unwrap();
+        expire(&env, "ipam-reclaim-idle-10.26.0.0-26").await;
+        expire(&env, "ipam-reclaim-busy-10.26.1.0-26").await;
+        let options = ReclaimOptions {
+            grace: Duration::from_secs(60),
+            nodes: None,
+            dry_run: true,
+        };
+        let dry = a.reclaim_blocks(&options).await.unwrap();
+        assert_eq!(dry.deleted, ["reclaim-idle-10.26.0.0-26"]);
+        assert!(block(&env, "reclaim-idle-10.26.0.0-26").await.is_some());
+        let options = ReclaimOptions {
+            dry_run: false,
+            ..options
+        };
+        let report = a.reclaim_blocks(&options).await.unwrap();
+        assert_eq!(report.deleted, ["reclaim-idle-10.26.0.0-26"], "{report:?}");
+        assert!(block(&env, "reclaim-idle-10.26.0.0-26").await.is_none());
+        assert!(lease(&env, "ipam-reclaim-idle-10.26.0.0-26")
+            .await
+            .is_none());
+        assert!(block(&env, "reclaim-busy-10.26.1.0-26").await.is_some());
+        assert!(block(&env, "reclaim-fresh-10.26.2.0-26").await.is_some());
+        // The idle network works again: its block is created anew.
+        assert_eq!(
+            a.allocate(&idle, &owner("i2", "node-a")).await.unwrap(),
+            ip("10.26.0.1")
+        );
+    });
+
+    let mut children: Vec<(String, Child)> = (0..4)
+        .map(|n| {
+            let node = format!("node-{n}");
+            let work = Work {
+                kubeconfig: env.cluster.sa_kubeconfig().to_path_buf(),
+                hint_dir: env.hints.path().to_path_buf(),
+                node: node.clone(),
+                network: network.into(),
+                range: cidr.into(),
+                pods: (0..40)
+                    .map(|i| (format!("{node}-pod-{i}"), format!("uid-{node}-{i}")))
+                    .collect(),
+                churn: true,
+            };
+            (node, spawn_worker(&work))
+        })
+        .collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (deleted, changed, results) = std::thread::scope(|scope| {
+        let reclaimer = scope.spawn(|| {
+            runtime().block_on(async {
+                let store = env.store("reclaimer").await;
+                let options = ReclaimOptions {
+                    grace: Duration::ZERO,
+                    nodes: Some(["no-such-node".to_string()].into()),
+                    dry_run: false,
+                };
+                let (mut deleted, mut changed) = (0, 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let report = store.reclaim_blocks(&options).await.unwrap();
+                    assert!(report.errors.is_empty(), "{:?}", report.errors);
+                    deleted += report
+                        .deleted
+                        .iter()
+                        .filter(|n| n.starts_with("reclaim-10"))
+                        .count();
+                    changed += report.changed;
+                }
+                (deleted, changed)
+            })
+        });
+        let mut results = Vec::new();
+        for (node, child) in &mut children {
+            let (allocs, errors) = read_worker(child);
+            assert!(child.wait().unwrap().success(), "{node} failed");
+            results.push((node.clone(), allocs, errors));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (deleted, changed) = reclaimer.join().expect("the reclaimer");
+        (deleted, changed, results)
+    });
+    eprintln!(
+        "blocks deleted during the ADDs: {deleted}, deletes refused (block changed): {changed}"
+    );
+    let mut kept = BTreeMap::new();
+    for (node, allocs, errors) in results {
+        assert!(errors.is_empty(), "{node}: {errors:?}");
+        assert_eq!(allocs.len(), 40, "{node}");
+        let (pod, addr) = allocs.last().unwrap().clone();
+        kept.insert(addr, pod);
+    }
+    assert!(deleted > 0, "the reclaimer never found an empty block");
+    runtime().block_on(async {
+        let store = env.store("checker").await;
+        let stored: BTreeMap<IpAddr, String> = held(&store, network)
+            .await
+            .into_iter()
+            .map(|(a, o)| (a, o.pod_name))
+            .collect();
+        assert_eq!(stored, kept, "every kept pod still holds its address");
+    });
+}
+
 /// Allocators killed with SIGKILL mid-flight never leave an address held twice, and garbage
 /// collection then releases every address whose pod does not exist, keeping the live pods'.
 #[test]
@@ -828,6 +1009,7 @@ fn killed_allocators_then_gc() {
                         network: network.into(),
                         range: cidr.into(),
                         pods,
+                        churn: false,
                     };
                     (node, spawn_worker(&work))
                 })
@@ -1197,6 +1379,173 @@ fn binary_table() {
     };
     eprintln!("plexus-ipam common ADD: {requests:?}");
     assert_eq!(requests, ["get ipamblocks", "update ipamblocks"]);
+
+    block_sizes_through_the_binary(&env, &plugin);
+}
+
+/// `block_size_v4`, `block_size_v6` and `node_slice_size`: /28, /26 and /24 blocks and their
+/// IPv6 counterparts; a node fills its block, then claims the next free one; a slice size that
+/// cannot be honoured is a configuration error.
+fn block_sizes_through_the_binary(env: &Env, plugin: &Plugin) {
+    let cases = [
+        // (network, ipam keys, range, block, second node's first address, the block
+        //  node-a claims once its first is full)
+        (
+            "bs28",
+            serde_json::json!({"block_size_v4": "/28"}),
+            "10.70.0.0/22",
+            28,
+            "10.70.0.16",
+            "10.70.0.32",
+        ),
+        (
+            "bs26",
+            serde_json::json!({}),
+            "10.71.0.0/22",
+            26,
+            "10.71.0.64",
+            "10.71.0.128",
+        ),
+        (
+            "bs24",
+            serde_json::json!({"block_size_v4": 24}),
+            "10.72.0.0/22",
+            24,
+            "10.72.1.0",
+            "10.72.2.0",
+        ),
+        (
+            "bs124",
+            serde_json::json!({"block_size_v6": "124"}),
+            "fd00:70::/64",
+            124,
+            "fd00:70::10",
+            "fd00:70::20",
+        ),
+        (
+            "bs122",
+            serde_json::json!({}),
+            "fd00:71::/64",
+            122,
+            "fd00:71::40",
+            "fd00:71::80",
+        ),
+        (
+            "bs120",
+            serde_json::json!({"block_size_v6": "/120"}),
+            "fd00:72::/64",
+            120,
+            "fd00:72::100",
+            "fd00:72::200",
+        ),
+        (
+            "slice28",
+            serde_json::json!({"node_slice_size": "/28"}),
+            "10.73.0.0/22",
+            28,
+            "10.73.0.16",
+            "10.73.0.32",
+        ),
+        (
+            "slice124",
+            serde_json::json!({"node_slice_size": "124"}),
+            "fd00:73::/64",
+            124,
+            "fd00:73::10",
+            "fd00:73::20",
+        ),
+    ];
+    for (network, keys, range, prefix, second, next_block) in cases {
+        let mut ipam = keys.clone();
+        ipam["range"] = range.into();
+        ipam["network_name"] = network.into();
+        let net = conf(env, ipam);
+        let size: u32 = if range.contains(':') { 128 } else { 32 } - prefix;
+        let size = 1u32 << size;
+        let first: ipnet::IpNet = range.parse().unwrap();
+        let plen = first.prefix_len();
+        let addr = |s: &str| format!("{s}/{plen}");
+        // node-a takes the first address, node-b the first of the next block.
+        let a1 = plugin
+            .add("node-a", &format!("{network}-a0"), &net)
+            .addresses();
+        let base = first.network();
+        let next = |ip: IpAddr, n: u128| match ip {
+            IpAddr::V4(v) => IpAddr::from(std::net::Ipv4Addr::from(u32::from(v) + n as u32)),
+            IpAddr::V6(v) => IpAddr::from(std::net::Ipv6Addr::from(u128::from(v) + n)),
+        };
+        assert_eq!(a1, [addr(&next(base, 1).to_string())], "{network}");
+        let b1 = plugin
+            .add("node-b", &format!("{network}-b0"), &net)
+            .addresses();
+        assert_eq!(b1, [addr(second)], "{network}");
+        // node-a fills its block (the network address is not usable), then claims the next
+        // free one: past node-b's.
+        // The filling ADDs through the store (as the binary, with its hints: faster).
+        let usable = size as usize - 1;
+        runtime().block_on(async {
+            let options = KubeOptions {
+                hint_dir: plugin.hints.clone(),
+                block_prefix_v4: prefix as u8,
+                block_prefix_v6: prefix as u8,
+                ..KubeOptions::new("node-a")
+            };
+            let store = env.store_with(options).await;
+            let p = pool(network, range);
+            for i in 1..usable - 1 {
+                store
+                    .allocate(&p, &owner(&format!("{network}-a{i}"), "node-a"))
+                    .await
+                    .unwrap();
+            }
+        });
+        let last = plugin
+            .add("node-a", &format!("{network}-a{}", usable - 1), &net)
+            .addresses();
+        let next_in_block = next(base, usable as u128);
+        assert_eq!(last, [addr(&next_in_block.to_string())], "{network}");
+        let last = plugin
+            .add("node-a", &format!("{network}-next"), &net)
+            .addresses();
+        assert_eq!(last, [addr(next_block)], "{network}");
+        runtime().block_on(async {
+            let blocks = blocks_of(env, network).await;
+            let mut cidrs: Vec<String> = blocks.iter().map(|b| b.spec.cidr.clone()).collect();
+            cidrs.sort();
+            assert_eq!(cidrs.len(), 3, "{network}: {cidrs:?}");
+            assert!(
+                cidrs.iter().all(|c| c.ends_with(&format!("/{prefix}"))),
+                "{network}: {cidrs:?}"
+            );
+            let full = blocks
+                .iter()
+                .find(|b| b.spec.cidr == format!("{base}/{prefix}"))
+                .unwrap_or_else(|| panic!("{network}: node-a's first block: {cidrs:?}"));
+            assert_eq!(full.spec.allocations.len(), usable, "{network}");
+        });
+    }
+    // A slice size that cannot be honoured: a clear configuration error, code 7.
+    for (keys, want) in [
+        (
+            serde_json::json!({"range": "10.74.0.0/26", "node_slice_size": "/24"}),
+            "larger than the range",
+        ),
+        (
+            serde_json::json!({"range": "10.74.0.0/24", "node_slice_size": "/12"}),
+            "node_slice_size",
+        ),
+        (
+            serde_json::json!({"range": "10.74.0.0/24", "node_slice_size": "/28",
+                               "ipRanges": [{"range": "fd00:74::/64"}]}),
+            "both IPv4 and IPv6",
+        ),
+    ] {
+        let out = plugin.add("node-a", "bad-slice", &conf(env, keys.clone()));
+        assert_ne!(out.code, Some(0), "{keys}");
+        assert_eq!(out.json["code"], 7, "{keys}: {}", out.stdout);
+        let msg = out.json["msg"].as_str().unwrap_or("");
+        assert!(msg.contains(want), "{keys}: {msg}");
+    }
 }
 
 /// `verb resource` of every request of the `plexus-ipam` binary, in order.
@@ -1283,6 +1632,18 @@ fn binary_eight_nodes_then_sigkill() {
             held(&store, "bin8").await.is_empty(),
             "DEL of all leaves every pool empty"
         );
+        // The nodes' Leases expire; `plexusctl ipam gc` deletes every empty block.
+        let before = blocks_of(&env, "bin8").await.len();
+        let expired = expire_all(&env, "ipam-bin8-").await;
+        let kubeconfig = env.cluster.sa_kubeconfig().display().to_string();
+        let (ok, text) = plexusctl(&["gc", "--kubeconfig", &kubeconfig]);
+        assert!(ok, "{text}");
+        let left = blocks_of(&env, "bin8").await.len();
+        eprintln!(
+            "1000 allocations over 8 nodes, all released, {expired} Leases expired, GC run: \
+             {before} blocks before, {left} block objects left"
+        );
+        assert_eq!(left, 0, "{text}");
     });
 
     // SIGKILL mid-flight: 8 nodes start ADDs and each is killed after a few milliseconds.
@@ -1452,6 +1813,9 @@ fn plexusctl_pools_and_gc() {
         (Some(14), Some(3), Some(11))
     );
     assert_eq!(ctl["allocations"][0]["owner"]["podName"], "live");
+    assert_eq!(ctl["blocks"][0]["cidr"], "10.60.0.0/26", "{out}");
+    assert_eq!(ctl["blocks"][0]["node"], "node-a", "{out}");
+    assert_eq!(ctl["blocks"][0]["used"], 3, "{out}");
     let (ok, text) = plexusctl(&["pools", "--kubeconfig", &kubeconfig]);
     assert!(
         ok && text.contains("ctl\t10.60.0.0/28\t14\t3\t11"),
@@ -1459,6 +1823,12 @@ fn plexusctl_pools_and_gc() {
     );
     assert!(
         text.contains("10.60.0.2\tdefault/gone\tnet1\tctr-gone\tnode-a"),
+        "{text}"
+    );
+    // Blocks per node.
+    assert!(
+        text.contains("NODE\tNETWORK\tBLOCK\tUSED\tSIZE\tLEASE")
+            && text.contains("node-a\tctl\t10.60.0.0/26\t3\t64\tlive"),
         "{text}"
     );
 

@@ -453,20 +453,6 @@ fn what_a_node_must_not_do_is_refused(env: &Kube) {
         )
         .await;
 
-        // Plexus's own Leases and blocks: never deleted, not even in the IPAM namespace.
-        let leases: Api<Lease> = Api::namespaced(sa.clone(), IPAM_NAMESPACE);
-        refused(
-            "delete a Lease in the IPAM namespace",
-            leases.delete("ipam-rbac-10.66.0.0-26", &delete),
-        )
-        .await;
-        let blocks: Api<IpamBlock> = Api::namespaced(sa.clone(), IPAM_NAMESPACE);
-        refused(
-            "delete an IPAMBlock in the IPAM namespace",
-            blocks.delete("legacy-10.69.0.0-26", &delete),
-        )
-        .await;
-
         // An IPAMBlock outside the IPAM namespace.
         let outside: IpamBlock = serde_json::from_value(json!({
             "apiVersion": "ipam.plexus.cni.dev/v1alpha1", "kind": "IPAMBlock",

@@ -51,7 +51,8 @@
 //!    absent, else replace); else a free address **borrowed** from any block of the range
 //!    (still a compare-and-swap write on that block); else the range is exhausted
 //!    ([`StoreError::Exhausted`], CNI code 120). A first ADD on a node takes 4 round trips
-//!    (LIST, LIST, create Lease, create block).
+//!    (LIST, LIST, create Lease, create block), and one more (a LIST of Whereabouts's
+//!    `IPPool`s, [`guard`]) when the range has no block at all yet.
 //!
 //! Writes lost to concurrent writers are retried at most [`KubeOptions::max_conflicts`] times
 //! in all, then [`StoreError::Contention`] (code 11, try again later). A node's Lease is
@@ -61,7 +62,8 @@
 //!
 //! Round trips, as counted in the API server's audit log (tests/tests/ipam_kube.rs): common ADD
 //! 2 (GET + update of one block); repeated ADD 1 (GET); DEL 2 (GET + update); first ADD of a
-//! node in a range 4 (LIST blocks, LIST Leases, create Lease, create block). The LIST returns
+//! node in a range 4 (LIST blocks, LIST Leases, create Lease, create block), 5 for the range's
+//! very first block (the guard's LIST of `IPPool`s). The LIST returns
 //! every block of the network, so it is kept off the common path: a node lists about once per
 //! block it fills.
 //!
@@ -83,7 +85,11 @@
 //!   exists (409 AlreadyExists) or by a replace carrying the `resourceVersion` it read, which
 //!   the API server applies only if the object is still at that version (409 Conflict
 //!   otherwise; etcd compares the object's revision in the same transaction as the write).
-//!   `plexus-ipam` never deletes a block.
+//!   The plugin never deletes a block; garbage collection deletes only an **empty** block,
+//!   with a precondition on the `resourceVersion` at which it read it empty ([`reclaim`]).
+//!   An absent block and an empty one mean the same (no address of it is held), and a writer
+//!   that read the deleted version gets 404 or 409 and reads again, so the proof below holds
+//!   with "absent" and "empty" as one state.
 //! * **I3 (add only the absent).** A write adds an address to a block only when the version it
 //!   read does not hold it; a release removes only addresses it read as held by the releaser
 //!   (DEL: by container ID and interface; garbage collection: by the exact allocation).
@@ -116,10 +122,13 @@
 //! # What the operator must keep constant
 //!
 //! I1 needs every node to cut a network into blocks the same way and to use the same
-//! namespace: the block sizes are therefore not CNI configuration keys (the plugin uses
-//! [`DEFAULT_BLOCK_PREFIX_V4`] and [`DEFAULT_BLOCK_PREFIX_V6`]), and a slow path that sees a
-//! block of another size in the range refuses to allocate. Changing the size of a network's
-//! blocks needs the network empty. An `IPAMBlock` deleted by hand loses its allocations: their
+//! namespace. The block sizes are configuration keys (`block_size_v4`, `block_size_v6`, or
+//! Whereabouts's `node_slice_size`; defaults [`DEFAULT_BLOCK_PREFIX_V4`] and
+//! [`DEFAULT_BLOCK_PREFIX_V6`]), so every configuration of a network must give the same: a
+//! slow path that sees a block of another size in the range refuses to allocate (a node's
+//! hints are kept per block size, so a node whose size changed takes the slow path). Changing the
+//! size of a network's blocks needs the network empty (its empty blocks reclaimed, see
+//! below). An `IPAMBlock` deleted by hand while it holds allocations loses them: their
 //! addresses can then be handed out again while their pods still use them.
 //!
 //! # Crashes
@@ -142,12 +151,15 @@
 mod allocate;
 mod block;
 pub mod client;
+pub mod guard;
 pub mod hints;
 pub mod layout;
 mod leases;
+mod merge;
 mod objects;
 mod place;
 pub mod pods;
+pub mod reclaim;
 mod release;
 
 use std::collections::HashMap;
@@ -159,9 +171,12 @@ use std::time::Duration;
 pub use self::client::{KubeClient, DEFAULT_TIMEOUT};
 use self::hints::HintFile;
 use self::layout::Layout;
+pub use self::merge::{HeldByOther, Merged};
+pub use self::objects::unexpected;
 use self::objects::Objects;
 use self::place::{Op, Writer};
 pub use self::pods::KubePods;
+pub use self::reclaim::{BlockInfo, ReclaimOptions, ReclaimReport, DEFAULT_BLOCK_GRACE};
 #[cfg(doc)]
 use crate::range::IpRange;
 use crate::store::{Allocation, Owner, Pool, PoolUsage, Store, StoreError};
@@ -196,6 +211,9 @@ pub struct KubeOptions {
     pub hint_dir: PathBuf,
     /// Writes one ADD or DEL may lose before giving up.
     pub max_conflicts: u32,
+    /// Whether the first block of a range is created only after checking that no Whereabouts
+    /// `IPPool` holds unimported allocations in the range ([`guard`]).
+    pub whereabouts_guard: bool,
 }
 
 impl KubeOptions {
@@ -212,6 +230,7 @@ impl KubeOptions {
             lease_duration: DEFAULT_LEASE_DURATION,
             hint_dir,
             max_conflicts: DEFAULT_MAX_CONFLICTS,
+            whereabouts_guard: true,
         }
     }
 }
@@ -259,13 +278,16 @@ impl KubeStore {
         namespace: &str,
         node: &str,
     ) -> Result<KubeStore, StoreError> {
-        KubeStore::from_kubeconfig(
-            kubeconfig,
-            namespace,
-            DEFAULT_TIMEOUT,
-            KubeOptions::new(node),
-        )
-        .await
+        KubeStore::open_with(kubeconfig, namespace, KubeOptions::new(node)).await
+    }
+
+    /// As [`KubeStore::open`], with `options` (the configured block sizes).
+    pub async fn open_with(
+        kubeconfig: &Path,
+        namespace: &str,
+        options: KubeOptions,
+    ) -> Result<KubeStore, StoreError> {
+        KubeStore::from_kubeconfig(kubeconfig, namespace, DEFAULT_TIMEOUT, options).await
     }
 
     /// Whether the store can be used now (the plugin's STATUS): one LIST of at most one block,

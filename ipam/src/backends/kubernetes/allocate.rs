@@ -181,6 +181,11 @@ async fn slow_path(
         }
     }
 
+    // The range's first block: not before the guard against a forgotten import.
+    if blocks.is_empty() && store.options.whereabouts_guard {
+        super::guard::check(op.objects(), &op.layout).await?;
+    }
+
     // Claim a block: the lowest with a free address and no live Lease (an expired one only
     // when the block holds nothing).
     let mut tried = HashSet::new();

@@ -2,7 +2,7 @@
 //! replace conditioned on the `resourceVersion` read, for blocks and their Leases.
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use plexus_crds::IpamBlock;
 
 use super::block::Block;
@@ -119,6 +119,44 @@ impl Objects {
             .collect()
     }
 
+    /// Deletes the block `name` on the condition that it is still at `version`: `Ok` when
+    /// deleted, [`ApiError::Conflict`] when it changed, [`ApiError::NotFound`] when gone.
+    pub async fn delete_block(&self, name: &str, version: &str) -> Result<(), ApiError> {
+        let api = self.blocks();
+        self.client
+            .call(
+                || self.what("delete", "ipamblocks", name),
+                api.delete(name, &precondition(version)),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Deletes the Lease `name` on the condition that it is still at `version`, as
+    /// [`Objects::delete_block`].
+    pub async fn delete_lease(&self, name: &str, version: &str) -> Result<(), ApiError> {
+        let api = self.leases();
+        self.client
+            .call(
+                || self.what("delete", "leases", name),
+                api.delete(name, &precondition(version)),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// LIST every Lease of the namespace.
+    pub async fn list_all_leases(&self) -> Result<Vec<Lease>, StoreError> {
+        let api = self.leases();
+        let what = || format!("list leases in {}", self.namespace);
+        let list = self
+            .client
+            .call(what, api.list(&list_params(None)))
+            .await
+            .map_err(|e| unexpected(e, what))?;
+        Ok(list.items)
+    }
+
     /// LIST at most one block: whether the API server, the CRD and the grant are there.
     pub async fn probe(&self) -> Result<(), StoreError> {
         let api = self.blocks();
@@ -178,6 +216,17 @@ impl Objects {
             .await
             .map_err(|e| unexpected(e, what))?;
         Ok(list.items)
+    }
+}
+
+/// A delete conditioned on the object's `resourceVersion`.
+fn precondition(version: &str) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: Some(version.to_string()),
+            uid: None,
+        }),
+        ..DeleteParams::default()
     }
 }
 
