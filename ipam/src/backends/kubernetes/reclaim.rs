@@ -19,8 +19,8 @@ use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use super::client::ApiError;
-use super::layout::Layout;
-use super::leases;
+use super::layout::{network_label, Layout};
+use super::leases::{self, Target};
 use super::KubeStore;
 use crate::store::StoreError;
 
@@ -187,8 +187,17 @@ impl KubeStore {
                     continue;
                 }
             }
+            // Only plexus-ipam's own Lease of this block goes with it: one of the block's name
+            // that somebody else wrote is left alone.
+            let label = network_label(&block.network);
+            let target = Target {
+                name: &lease_name,
+                label: &label,
+                cidr: block.cidr,
+            };
+            let own_lease = lease.filter(|l| leases::foreign(l, target, "").is_none());
             report.deleted.push(block.name);
-            let lease_version = lease.and_then(|l| l.metadata.resource_version.as_deref());
+            let lease_version = own_lease.and_then(|l| l.metadata.resource_version.as_deref());
             if let Some(version) = lease_version {
                 // Renewed or taken meanwhile (409), or gone (404): left as it is.
                 match self.objects.delete_lease(&lease_name, version).await {
