@@ -46,6 +46,14 @@ pub struct BlockAllocation {
     /// The node whose allocator wrote it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
+    /// The `IPAMClaim` the address is bound to, as `namespace/name`: the pod fields then name
+    /// the pod using it now, and only the claim's deletion frees it. Empty for a pod's own.
+    #[serde(
+        rename = "ipamClaim",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub ipam_claim: String,
 }
 
 /// The spec of a block.
@@ -96,7 +104,8 @@ pub fn crd() -> CustomResourceDefinition {
             "podUID": string("The pod's UID."),
             "containerID": string("The container (sandbox) ID."),
             "ifname": string("The interface name in the container."),
-            "node": string("The node whose allocator wrote it.")
+            "node": string("The node whose allocator wrote it."),
+            "ipamClaim": string("The IPAMClaim the address is bound to (namespace/name).")
         }
     });
     let allocations = serde_json::json!({
@@ -173,6 +182,7 @@ mod tests {
                 container_id: "c".into(),
                 ifname: "net1".into(),
                 node: "n1".into(),
+                ..BlockAllocation::default()
             },
         );
         let block = IpamBlock::new("net-10.0.0.0-26", spec);

@@ -5,6 +5,8 @@
 //!   (`plexus-ipam`) and its allocations.
 //! * [`whereabouts`]: Whereabouts's `IPPool` and `OverlappingRangeIPReservation`, read when
 //!   importing (not installed by Plexus).
+//! * [`ipamclaim`]: the `IPAMClaim` of the ipamclaims project, whose addresses `plexus-ipam`
+//!   binds to the claim (not installed by Plexus).
 //!
 //! [`crds`] lists the CustomResourceDefinition of every resource here and [`crd_yaml`] prints
 //! them as one multi-document YAML stream (`plexusctl crds | kubectl apply -f -`).
@@ -12,10 +14,12 @@
 #[macro_use]
 mod resource;
 pub mod ipam;
+pub mod ipamclaim;
 mod nad;
 pub mod whereabouts;
 
 pub use ipam::{BlockAllocation, IpamBlock, IpamBlockSpec};
+pub use ipamclaim::{IpamClaim, IpamClaimSpec, IpamClaimStatus};
 pub use nad::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -168,6 +168,7 @@ fn owner(node: &str, name: &str) -> Owner {
         container_id: format!("c-{name}"),
         ifname: "net1".into(),
         node: node.into(),
+        claim: String::new(),
     }
 }
 
@@ -405,6 +406,7 @@ fn record(owner: &Owner) -> plexus_crds::BlockAllocation {
         container_id: owner.container_id.clone(),
         ifname: owner.ifname.clone(),
         node: owner.node.clone(),
+        ipam_claim: owner.claim.clone(),
     }
 }
 

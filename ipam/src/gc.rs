@@ -18,6 +18,9 @@
 //! * **An address re-allocated between the reading and the release**: `release_exact` compares
 //!   the whole owner (pod, UID, container, interface), so the new holder keeps it.
 //!
+//! An address bound to an `IPAMClaim` is judged by the claim, never by its pod: it is released
+//! only when the claim is gone (asked twice, like a pod).
+//!
 //! Allocations made outside Kubernetes (no pod name) are never released here. A lookup that
 //! fails leaves its allocation alone and is reported. A pod that is terminating still exists,
 //! and its DEL releases its addresses.
@@ -46,6 +49,12 @@ pub trait PodLookup {
     /// The pod `namespace/name` as the cluster has it now (never from a cache: [`collect`]
     /// re-checks with it right before releasing). An error leaves the pod's addresses alone.
     async fn pod(&self, namespace: &str, name: &str) -> Result<PodState, String>;
+
+    /// Whether the `IPAMClaim` `namespace/name` exists now. An address bound to a claim is
+    /// released only when this says no; the default (no claims to look at) keeps it.
+    async fn claim_exists(&self, _namespace: &str, _name: &str) -> Result<bool, String> {
+        Ok(true)
+    }
 }
 
 /// What [`collect`] does.
@@ -111,6 +120,18 @@ pub async fn collect(
                 continue;
             }
             report.examined += 1;
+            if !owner.claim.is_empty() {
+                match claim_gone(pods, &owner.claim).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        report.errors.push(e);
+                        continue;
+                    }
+                }
+                release(store, &usage.network, allocation, options, &mut report).await;
+                continue;
+            }
             if owner.pod_name.is_empty() {
                 report.not_pods += 1;
                 continue;
@@ -143,24 +164,50 @@ pub async fn collect(
                     }
                 }
             }
-            let released = if options.dry_run {
-                Ok(true)
-            } else {
-                store.release_exact(&usage.network, &allocation).await
-            };
-            match released {
-                Ok(true) => report.released.push(NetworkAllocation {
-                    network: usage.network.clone(),
-                    allocation,
-                }),
-                Ok(false) => report.already_gone += 1,
-                Err(e) => report
-                    .errors
-                    .push(format!("release {}: {e}", allocation.address)),
-            }
+            release(store, &usage.network, allocation, options, &mut report).await;
         }
     }
     Ok(report)
+}
+
+/// Whether the claim `namespace/name` is gone: asked, and asked again right before releasing.
+async fn claim_gone(pods: &impl PodLookup, claim: &str) -> Result<bool, String> {
+    let (namespace, name) = claim.split_once('/').unwrap_or(("", claim));
+    for _ in 0..2 {
+        if pods
+            .claim_exists(namespace, name)
+            .await
+            .map_err(|e| format!("ipamclaim {claim}: {e}"))?
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Releases a stale allocation (unless a dry run) and records the outcome.
+async fn release(
+    store: &impl Store,
+    network: &str,
+    allocation: Allocation,
+    options: &GcOptions,
+    report: &mut GcReport,
+) {
+    let released = if options.dry_run {
+        Ok(true)
+    } else {
+        store.release_exact(network, &allocation).await
+    };
+    match released {
+        Ok(true) => report.released.push(NetworkAllocation {
+            network: network.to_string(),
+            allocation,
+        }),
+        Ok(false) => report.already_gone += 1,
+        Err(e) => report
+            .errors
+            .push(format!("release {}: {e}", allocation.address)),
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +257,13 @@ mod tests {
                 answers[0].clone()
             }
         }
+
+        async fn claim_exists(&self, ns: &str, name: &str) -> Result<bool, String> {
+            match self.pod(ns, &format!("claim:{name}")).await? {
+                PodState::Absent => Ok(false),
+                PodState::Present { .. } => Ok(true),
+            }
+        }
     }
 
     fn alloc(ip: &str, pod: &str, uid: &str, node: &str) -> Allocation {
@@ -222,6 +276,7 @@ mod tests {
                 container_id: format!("c-{pod}"),
                 ifname: "net1".into(),
                 node: node.into(),
+                claim: String::new(),
             },
         }
     }
@@ -296,5 +351,39 @@ mod tests {
         assert_eq!(report.examined, 1);
         assert_eq!(report.released.len(), 1);
         assert!(store.released.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_claim_bound_address_goes_only_with_its_claim() {
+        let bound = |ip: &str, pod: &str, claim: &str| {
+            let mut a = alloc(ip, pod, "u", "a");
+            a.owner.claim = format!("ns/{claim}");
+            a
+        };
+        let store = Fixed {
+            allocations: vec![
+                bound("10.0.0.1", "gone-pod", "kept"),
+                bound("10.0.0.2", "gone-pod", "deleted"),
+                bound("10.0.0.3", "gone-pod", "back"),
+            ],
+            released: RefCell::new(Vec::new()),
+        };
+        let pods = Scripted(RefCell::new(HashMap::from([
+            ("ns/gone-pod".into(), vec![Ok(PodState::Absent)]),
+            ("ns/claim:kept".into(), vec![present("")]),
+            ("ns/claim:deleted".into(), vec![Ok(PodState::Absent)]),
+            // Gone at first sight, back at the re-check: kept.
+            (
+                "ns/claim:back".into(),
+                vec![Ok(PodState::Absent), present("")],
+            ),
+        ])));
+        let report = run(&store, &pods, GcOptions::default());
+        let released: Vec<String> = report
+            .released
+            .iter()
+            .map(|a| a.allocation.address.to_string())
+            .collect();
+        assert_eq!(released, ["10.0.0.2"], "{report:?}");
     }
 }

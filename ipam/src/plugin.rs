@@ -24,6 +24,15 @@
 //!   networks share a pool (same range and `network_name`), GC of one would release the other's
 //!   attachments on this node, so give such networks distinct `network_name`s.
 //!
+//! **Claims.** With `args.cni["ipam-claim-reference"]` in the input (the `plexus` meta-plugin
+//! puts it there from the networks annotation), the addresses are bound to the `IPAMClaim` of
+//! that name in the pod's namespace (Kubernetes store only; any other store refuses it with
+//! code 7, since it could not keep the promise). ADD reads the claim (missing, or for another
+//! network: code 7), returns the address the claim holds anywhere in the pool (from any node,
+//! the record then naming the new pod and container), else allocates one bound to the claim,
+//! and writes the addresses into the claim's `status.ips`. DEL never releases a claim-bound
+//! address, and GC releases one only when its claim is gone.
+//!
 //! The owner of an address: `K8S_POD_NAMESPACE`, `K8S_POD_NAME` and `K8S_POD_UID` from
 //! `CNI_ARGS`, `CNI_CONTAINERID`, `CNI_IFNAME`, and the node's name (`NODE_NAME`, else the host
 //! name).
@@ -39,7 +48,8 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use crate::backends::etcd::EtcdStore;
-use crate::backends::kubernetes::{KubeOptions, KubeStore};
+use crate::backends::kubernetes::claims::{self, ClaimError, CLAIM_ARG};
+use crate::backends::kubernetes::{KubeOptions, KubePods, KubeStore};
 use crate::backends::local::LocalStore;
 use crate::config::{Backend, IpamConfig};
 use crate::store::{Allocation, Owner, PoolUsage, Store, StoreError};
@@ -51,10 +61,19 @@ impl Plugin for PlexusIpam {
     fn add(&self, req: &Request) -> Result<Value, CniError> {
         let config = load(req)?;
         config.check_version(req.version)?;
-        let owner = owner(req, &config)?;
+        let mut owner = owner(req, &config)?;
+        let claim = claim_reference(req, &config, &owner)?;
+        if let Some((namespace, name)) = &claim {
+            owner.claim = format!("{namespace}/{name}");
+        }
         let result = block_on(async {
             let store = open_store(&config).await?;
-            add(&store, &config, &owner).await
+            match (&claim, &store) {
+                (Some((namespace, name)), AnyStore::Kubernetes(kube)) => {
+                    add_claimed(kube, &config, &owner, namespace, name).await
+                }
+                _ => add(&store, &config, &owner).await,
+            }
         })?;
         Ok(result.to_value(req.version))
     }
@@ -102,7 +121,13 @@ impl Plugin for PlexusIpam {
         let valid = valid_attachments(&req.config)?;
         block_on(async {
             let store = open_store(&config).await?;
-            gc(&store, &config, &valid).await.map(|_| ())
+            let claims = match &store {
+                AnyStore::Kubernetes(kube) => Some(KubePods::new(kube.client().clone())),
+                _ => None,
+            };
+            gc(&store, &config, &valid, claims.as_ref())
+                .await
+                .map(|_| ())
         })
     }
 }
@@ -151,7 +176,77 @@ pub fn owner(req: &Request, config: &IpamConfig) -> Result<Owner, CniError> {
         container_id: req.env.container_id.clone(),
         ifname: req.env.ifname.clone(),
         node: config.node_name.clone(),
+        claim: String::new(),
     })
+}
+
+/// The claim `(namespace, name)` of `args.cni["ipam-claim-reference"]`, if the input has one;
+/// code 7 when it is not a name, the pod's namespace is unknown, or the store is not the
+/// Kubernetes store.
+fn claim_reference(
+    req: &Request,
+    config: &IpamConfig,
+    owner: &Owner,
+) -> Result<Option<(String, String)>, CniError> {
+    let invalid = |msg: String| CniError::new(ErrorCode::InvalidNetworkConfig, msg);
+    let Some(value) = req
+        .config
+        .get("args")
+        .and_then(|a| a.get("cni"))
+        .and_then(|c| c.get(CLAIM_ARG))
+    else {
+        return Ok(None);
+    };
+    let name = match value {
+        Value::Null => return Ok(None),
+        Value::String(name) if !name.is_empty() && !name.contains('/') => name.clone(),
+        other => {
+            return Err(invalid(format!(
+                "args.cni.{CLAIM_ARG} must be the name of an IPAMClaim, not {other}"
+            )))
+        }
+    };
+    if !matches!(config.backend, Backend::Kubernetes { .. }) {
+        return Err(invalid(format!(
+            "args.cni.{CLAIM_ARG} {name:?}: addresses bound to an IPAMClaim need the Kubernetes \
+             store (set kubernetes.kubeconfig)"
+        )));
+    }
+    if owner.pod_namespace.is_empty() {
+        return Err(invalid(format!(
+            "args.cni.{CLAIM_ARG} {name:?}: the pod's namespace is unknown (K8S_POD_NAMESPACE \
+             in CNI_ARGS)"
+        )));
+    }
+    Ok(Some((owner.pod_namespace.clone(), name)))
+}
+
+/// ADD bound to the claim `namespace/name`: the claim is checked, the addresses allocated (or
+/// found) for it, and written into its `status.ips`.
+async fn add_claimed(
+    store: &KubeStore,
+    config: &IpamConfig,
+    owner: &Owner,
+    namespace: &str,
+    name: &str,
+) -> Result<CniResult, CniError> {
+    let networks = [config.name.as_str(), config.network_name.as_str()];
+    claims::check(store.client(), namespace, name, &networks)
+        .await
+        .map_err(|e| match e {
+            ClaimError::Store(e) => e.into(),
+            e => CniError::new(ErrorCode::InvalidNetworkConfig, e.to_string()),
+        })?;
+    let result = add(store, config, owner).await?;
+    let ips: Vec<String> = result
+        .ips
+        .iter()
+        .take(config.pools().len())
+        .map(|ip| ip.address.to_string())
+        .collect();
+    claims::write_status(store.client(), namespace, name, &ips).await?;
+    info!("IPAMClaim {namespace}/{name} holds {}", ips.join(", "));
+    Ok(result)
 }
 
 /// How long one etcd request may take.
@@ -393,11 +488,13 @@ pub async fn check(
 }
 
 /// GC: releases the allocations of this configuration's ranges made by this node whose
-/// container and interface are not valid any more. Returns what was released.
+/// container and interface are not valid any more; one bound to an `IPAMClaim` only when
+/// `claims` says the claim is gone (without `claims`, never). Returns what was released.
 pub async fn gc(
     store: &impl Store,
     config: &IpamConfig,
     valid: &[Attachment],
+    claims: Option<&KubePods>,
 ) -> Result<Vec<Allocation>, CniError> {
     let valid: HashSet<(&str, &str)> = valid
         .iter()
@@ -415,6 +512,9 @@ pub async fn gc(
     let mut released = Vec::new();
     let mut failures = Vec::new();
     for a in stale {
+        if !a.owner.claim.is_empty() && !claim_gone(claims, &a.owner.claim).await {
+            continue;
+        }
         match store.release_exact(&config.network_name, a).await {
             Ok(true) => {
                 info!(
@@ -434,6 +534,21 @@ pub async fn gc(
             ErrorCode::IpamBackendFailed,
             format!("GC could not release: {}", failures.join("; ")),
         ))
+    }
+}
+
+/// Whether the claim `namespace/name` of a claim-bound allocation is gone (404); a failed
+/// lookup, or no way to look, keeps the address.
+async fn claim_gone(claims: Option<&KubePods>, claim: &str) -> bool {
+    use crate::gc::PodLookup;
+    let Some(claims) = claims else { return false };
+    let (namespace, name) = claim.split_once('/').unwrap_or(("", claim));
+    match claims.claim_exists(namespace, name).await {
+        Ok(exists) => !exists,
+        Err(e) => {
+            warn!("GC keeps the address of IPAMClaim {claim}: {e}");
+            false
+        }
     }
 }
 
@@ -458,6 +573,7 @@ mod tests {
             container_id: cid.into(),
             ifname: ifname.into(),
             node: "node-a".into(),
+            claim: String::new(),
         }
     }
 
@@ -561,7 +677,7 @@ mod tests {
                 container_id: "keep".into(),
                 ifname: "net1".into(),
             }];
-            let released = gc(&store, &c, &valid).await.unwrap();
+            let released = gc(&store, &c, &valid, None).await.unwrap();
             let mut gone: Vec<String> = released
                 .iter()
                 .map(|a| format!("{}/{}", a.owner.container_id, a.owner.ifname))

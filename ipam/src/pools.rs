@@ -205,6 +205,7 @@ mod tests {
                 container_id: "c".into(),
                 ifname: "net1".into(),
                 node: "n1".into(),
+                claim: String::new(),
             },
         }
     }

@@ -31,13 +31,26 @@ pub struct Owner {
     /// The node that allocated it.
     #[serde(default)]
     pub node: String,
+    /// The `IPAMClaim` the address is bound to (`namespace/name`; Kubernetes store only),
+    /// empty for a pod's own address. A claim-bound address is the claim's: the pod fields
+    /// name the pod using it now, DEL keeps it, and only the claim's deletion frees it.
+    #[serde(
+        rename = "ipamClaim",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub claim: String,
 }
 
 impl Owner {
     /// True when `other` is the same attachment for idempotency: the same pod (by namespace
     /// and name, as Whereabouts matches) and interface, or, outside Kubernetes, the same
     /// container and interface.
+    /// A claim-bound address is the same attachment as any owner with the same claim.
     pub fn same_attachment(&self, other: &Owner) -> bool {
+        if !self.claim.is_empty() || !other.claim.is_empty() {
+            return self.claim == other.claim;
+        }
         if self.ifname != other.ifname {
             return false;
         }

@@ -246,6 +246,9 @@ impl NadFetcher<'_> {
     }
 }
 
+/// The `args.cni` key that carries an element's `ipam-claim-reference` to its delegate.
+pub const IPAM_CLAIM_ARG: &str = "ipam-claim-reference";
+
 /// A delegate for a network a pod asked for, with its runtimeConfig checked against the
 /// capabilities its plugins declare.
 fn selected_delegate(
@@ -256,9 +259,12 @@ fn selected_delegate(
     base_args: &Map<String, Value>,
 ) -> Result<Delegate, CniError> {
     let mut value = network.config;
-    if let Some(args) = &sel.cni_args {
-        capability::merge_cni_args(&mut value, args);
+    let mut cni_args = sel.cni_args.clone().unwrap_or_default();
+    if let Some(claim) = &sel.ipam_claim_reference {
+        // For the IPAM plugin, which gets the main plugin's input (plexus-ipam reads it).
+        cni_args.insert(IPAM_CLAIM_ARG.into(), Value::String(claim.clone()));
     }
+    capability::merge_cni_args(&mut value, &cni_args);
     let mut delegate = Delegate::from_value(value, &config.cni_version, primary).map_err(|e| {
         CniError::new(
             e.code(),

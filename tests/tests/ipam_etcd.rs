@@ -76,6 +76,7 @@ fn pod(name: &str, container: &str, ifname: &str) -> Owner {
         container_id: container.into(),
         ifname: ifname.into(),
         node: "node-a".into(),
+        claim: String::new(),
     }
 }
 
@@ -88,6 +89,7 @@ fn container(id: &str) -> Owner {
         container_id: id.into(),
         ifname: "eth0".into(),
         node: String::new(),
+        claim: String::new(),
     }
 }
 

@@ -149,6 +149,7 @@ fn owner(pod: &str, node: &str) -> Owner {
         container_id: format!("ctr-{pod}"),
         ifname: "net1".into(),
         node: node.into(),
+        claim: String::new(),
     }
 }
 

@@ -150,6 +150,7 @@
 
 mod allocate;
 mod block;
+pub mod claims;
 pub mod client;
 pub mod guard;
 pub mod hints;

@@ -441,6 +441,7 @@ mod tests {
             container_id: cid.into(),
             ifname: ifname.into(),
             node: "node-a".into(),
+            claim: String::new(),
         }
     }
 

@@ -109,6 +109,7 @@ fn owner(podref: &str, container_id: &str, ifname: &str) -> Owner {
         container_id: container_id.to_string(),
         ifname: ifname.to_string(),
         node: String::new(),
+        claim: String::new(),
     }
 }
 

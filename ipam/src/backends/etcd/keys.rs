@@ -280,6 +280,7 @@ mod tests {
                 container_id: "ips".into(),
                 ifname: "net1".into(),
                 node: String::new(),
+                claim: String::new(),
             };
             let index = keys.owner_index(&owner, ip);
             assert!(index.starts_with(&keys.owner_prefix("ips", "net1")));

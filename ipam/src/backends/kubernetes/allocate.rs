@@ -22,6 +22,11 @@ pub async fn allocate(
     op: &mut Op<'_>,
     owner: &Owner,
 ) -> Result<IpAddr, StoreError> {
+    // A claim-bound address may be in any block of the pool, made on any node: only the
+    // slow path's LIST finds it.
+    if !owner.claim.is_empty() {
+        return slow_path(store, op, owner).await;
+    }
     let hints = op.hints.load();
     let mut prefetched: Option<Block> = None;
 

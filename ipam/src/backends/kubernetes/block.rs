@@ -119,11 +119,14 @@ impl Block {
             .map(|(ip, held)| (*ip, held))
     }
 
-    /// The addresses held by this container and interface.
+    /// The addresses held by this container and interface that its DEL releases: not those
+    /// bound to an `IPAMClaim`, which only the claim's deletion frees.
     pub fn held_by(&self, container_id: &str, ifname: &str) -> Vec<IpAddr> {
         self.allocations
             .iter()
-            .filter(|(_, o)| o.container_id == container_id && o.ifname == ifname)
+            .filter(|(_, o)| {
+                o.container_id == container_id && o.ifname == ifname && o.claim.is_empty()
+            })
             .map(|(ip, _)| *ip)
             .collect()
     }
@@ -143,6 +146,7 @@ fn owner_of(a: BlockAllocation) -> Owner {
         container_id: a.container_id,
         ifname: a.ifname,
         node: a.node,
+        claim: a.ipam_claim,
     }
 }
 
@@ -155,6 +159,7 @@ fn record_of(o: &Owner) -> BlockAllocation {
         container_id: o.container_id.clone(),
         ifname: o.ifname.clone(),
         node: o.node.clone(),
+        ipam_claim: o.claim.clone(),
     }
 }
 
@@ -171,6 +176,7 @@ mod tests {
             container_id: "c".into(),
             ifname: "net1".into(),
             node: "n1".into(),
+            claim: String::new(),
         };
         let mut block = Block {
             name: "n-10.0.0.0-26".into(),

@@ -234,6 +234,7 @@ mod tests {
             container_id: "c".into(),
             ifname: "net1".into(),
             node: String::new(),
+            claim: String::new(),
         };
         assert_eq!(attachment_key(&owner), "pod/ns/p/net1");
         owner.pod_name.clear();

@@ -1,7 +1,9 @@
-//! [`PodLookup`] on the Kubernetes API: one GET of the pod (RBAC: `get pods`).
+//! [`PodLookup`] on the Kubernetes API: one GET of the pod (RBAC: `get pods`), or of the
+//! `IPAMClaim` (RBAC: `get ipamclaims`).
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use plexus_crds::IpamClaim;
 
 use super::client::{ApiError, KubeClient};
 use crate::gc::{PodLookup, PodState};
@@ -28,6 +30,17 @@ impl PodLookup for KubePods {
                 uid: meta.metadata.uid.unwrap_or_default(),
             }),
             Err(ApiError::NotFound) => Ok(PodState::Absent),
+            Err(ApiError::Failed(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("{}: unexpected answer {e:?}", what())),
+        }
+    }
+
+    async fn claim_exists(&self, namespace: &str, name: &str) -> Result<bool, String> {
+        let api: Api<IpamClaim> = Api::namespaced(self.client.client().clone(), namespace);
+        let what = || format!("get ipamclaims \"{namespace}/{name}\"");
+        match self.client.call(what, api.get_metadata(name)).await {
+            Ok(_) => Ok(true),
+            Err(ApiError::NotFound) => Ok(false),
             Err(ApiError::Failed(e)) => Err(e.to_string()),
             Err(e) => Err(format!("{}: unexpected answer {e:?}", what())),
         }
