@@ -1008,7 +1008,7 @@ mod tests {
                 ("RoleBinding", Some(IPAM_NAMESPACE), Some("plexus-ipam")),
             ]
         );
-        // Cluster-wide: reading pods and NADs, patching pods' annotations.
+        // Cluster-wide: reading pods and NADs, patching pods' annotations and IPAMClaims' status.
         assert_eq!(
             grants(&objects[2]),
             [
@@ -1020,6 +1020,8 @@ mod tests {
                 ),
                 grant("whereabouts.cni.cncf.io", "ippools", &["list"]),
                 grant("", "nodes", &["list"]),
+                grant("k8s.cni.cncf.io", "ipamclaims", &["get"]),
+                grant("k8s.cni.cncf.io", "ipamclaims/status", &["patch"]),
             ]
         );
         // In the IPAM namespace only: its blocks and Leases (deleted only when reclaimed).

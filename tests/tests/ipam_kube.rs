@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, PostParams};
 use kube::core::ObjectMeta;
 use plexus_cni::CniError;
-use plexus_crds::IpamBlock;
+use plexus_crds::{IpamBlock, IpamClaim, IpamClaimSpec};
 use plexus_ipam::backends::kubernetes::{
     KubeOptions, KubePods, KubeStore, ReclaimOptions, DEFAULT_TIMEOUT,
 };
@@ -1855,4 +1855,152 @@ fn plexusctl_pools_and_gc() {
         let left: Vec<IpAddr> = held(&store, "ctl").await.into_keys().collect();
         assert_eq!(left, [ip("10.60.0.1")], "the live pod keeps its address");
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses bound to an IPAMClaim.
+
+/// Installs the IPAMClaim CRD and waits until its API is served.
+async fn install_claim_crd(env: &Env) {
+    let client = env.cluster.admin_client();
+    cluster::apply_yaml(&client, &plexus_crds::ipamclaim::crd_yaml())
+        .await
+        .expect("the IPAMClaim CRD");
+    let claims: Api<IpamClaim> = Api::all(client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while claims.list(&Default::default()).await.is_err() {
+        assert!(Instant::now() < deadline, "the IPAMClaim API is not served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `config` with `args.cni["ipam-claim-reference"]` = `claim`.
+fn with_claim(config: &serde_json::Value, claim: &str) -> serde_json::Value {
+    let mut config = config.clone();
+    config["args"] = serde_json::json!({"cni": {"ipam-claim-reference": claim}});
+    config
+}
+
+/// A pod with an IPAMClaim keeps its address across DEL and re-creation on another node; the
+/// claim's status shows it; DEL and GC (the plugin's and `plexusctl ipam gc`) keep it while the
+/// claim exists; the claim's deletion lets GC free it. A missing claim, one of another
+/// network, and a claim with another store are configuration errors (code 7).
+#[test]
+fn claim_bound_addresses() {
+    let Some(env) = Env::start() else { return };
+    let Some(plugin) = Plugin::find(&env) else {
+        return;
+    };
+    runtime().block_on(claim_bound_addresses_on(&env, &plugin));
+}
+
+async fn claim_bound_addresses_on(env: &Env, plugin: &Plugin) {
+    let claims: Api<IpamClaim> = Api::namespaced(env.cluster.admin_client(), "default");
+    install_claim_crd(env).await;
+    for (name, network) in [("vm-a.net1", "net"), ("elsewhere", "other-net")] {
+        let spec = IpamClaimSpec {
+            network: network.into(),
+            interface: "net1".into(),
+        };
+        claims
+            .create(&PostParams::default(), &IpamClaim::new(name, spec))
+            .await
+            .expect("a claim");
+    }
+    let net = conf(
+        env,
+        serde_json::json!({"range": "10.70.0.0/24", "network_name": "claimed"}),
+    );
+    let claimed = with_claim(&net, "vm-a.net1");
+    assert_eq!(
+        plugin.add("node-a", "first", &net).addresses(),
+        ["10.70.0.1/24"]
+    );
+    // The pod gets an address bound to the claim; the claim's status shows it.
+    assert_eq!(
+        plugin.add("node-a", "vm-a-1", &claimed).addresses(),
+        ["10.70.0.2/24"]
+    );
+    let status = || async { claims.get("vm-a.net1").await.expect("the claim").status.ips };
+    assert_eq!(status().await, ["10.70.0.2/24"]);
+    let record = || async {
+        let blocks = blocks_of(env, "claimed").await;
+        blocks[0].spec.allocations.get("10.70.0.2").cloned()
+    };
+    assert_eq!(record().await.unwrap().ipam_claim, "default/vm-a.net1");
+
+    // DEL keeps it: a pod without a claim gets another address.
+    plugin.del("node-a", "vm-a-1", &claimed).ok();
+    assert!(
+        record().await.is_some(),
+        "DEL released a claim-bound address"
+    );
+    assert_eq!(
+        plugin.add("node-a", "plain", &net).addresses(),
+        ["10.70.0.3/24"]
+    );
+    // The pod re-created (new name, UID and container) on another node gets the same address;
+    // the record names the new pod.
+    assert_eq!(
+        plugin.add("node-b", "vm-a-2", &claimed).addresses(),
+        ["10.70.0.2/24"]
+    );
+    let now = record().await.unwrap();
+    assert_eq!(
+        (
+            now.pod_name.as_str(),
+            now.container_id.as_str(),
+            now.node.as_str()
+        ),
+        ("vm-a-2", "ctr-vm-a-2", "node-b")
+    );
+    assert_eq!(status().await, ["10.70.0.2/24"]);
+
+    // GC keeps it while the claim exists: the plugin's GC of node-b (no valid attachment), and
+    // `plexusctl ipam gc` (no pod exists).
+    let mut gc_conf = claimed.clone();
+    gc_conf["cniVersion"] = "1.1.0".into();
+    gc_conf["cni.dev/valid-attachments"] = serde_json::json!([]);
+    plugin.run("node-b", "GC", "", "", &gc_conf).ok();
+    assert!(record().await.is_some(), "the plugin's GC released it");
+    let kubeconfig = env.cluster.sa_kubeconfig().display().to_string();
+    let (ok, text) = plexusctl(&["gc", "--kubeconfig", &kubeconfig]);
+    assert!(ok && !text.contains("10.70.0.2"), "{text}");
+    assert!(record().await.is_some(), "plexusctl ipam gc released it");
+
+    // The claim deleted: the plugin's GC frees the address.
+    claims
+        .delete("vm-a.net1", &Default::default())
+        .await
+        .expect("delete the claim");
+    plugin.run("node-b", "GC", "", "", &gc_conf).ok();
+    assert!(
+        record().await.is_none(),
+        "GC kept the address of a deleted claim"
+    );
+
+    // Configuration errors, naming the claim.
+    let missing = plugin.add("node-a", "p-missing", &claimed);
+    assert_eq!(missing.code, Some(1), "{}", missing.stdout);
+    assert_eq!(missing.json["code"], 7, "{}", missing.stdout);
+    assert!(
+        missing.stdout.contains("default/vm-a.net1"),
+        "{}",
+        missing.stdout
+    );
+    let other = plugin.add("node-a", "p-other", &with_claim(&net, "elsewhere"));
+    assert_eq!(other.json["code"], 7, "{}", other.stdout);
+    assert!(other.stdout.contains("other-net"), "{}", other.stdout);
+    let dir = tempfile::tempdir().unwrap();
+    let local = serde_json::json!({"cniVersion": "1.0.0", "name": "net", "type": "macvlan",
+        "ipam": {"type": "plexus-ipam", "range": "10.71.0.0/24", "backend": "local",
+                 "local_path": dir.path()},
+        "args": {"cni": {"ipam-claim-reference": "vm-a.net1"}}});
+    let refused = plugin.add("node-a", "p-local", &local);
+    assert_eq!(refused.json["code"], 7, "{}", refused.stdout);
+    assert!(
+        refused.stdout.contains("Kubernetes store"),
+        "{}",
+        refused.stdout
+    );
 }
