@@ -196,8 +196,9 @@ fn short_form_and_network_status(env: &Kube) {
 }
 
 /// The JSON form: `ips`, `mac`, `portMappings`, `bandwidth`, `infiniband-guid`, `deviceID` and
-/// `cni-args` reach the delegate; kubelet's port mappings reach only the primary; the same
-/// network twice is two attachments.
+/// `cni-args` reach the delegate, and `ipam-claim-reference` reaches it in `args.cni` (for its
+/// IPAM plugin); kubelet's port mappings reach only the primary; the same network twice is two
+/// attachments.
 fn json_form_passes_every_runtime_config_key(env: &Kube) {
     let s = Scenario::new(env, "json");
     s.recorder();
@@ -214,7 +215,7 @@ fn json_form_passes_every_runtime_config_key(env: &Kube) {
          "portMappings": [{"hostPort": 9090, "containerPort": 90, "protocol": "udp"}],
          "bandwidth": {"ingressRate": 1000, "ingressBurst": 2000, "egressRate": 3000, "egressBurst": 4000},
          "infiniband-guid": "c2:11:22:33:44:55:66:77", "deviceID": "0000:03:02.3",
-         "cni-args": {"override": "pod", "extra": 1}},
+         "cni-args": {"override": "pod", "extra": 1}, "ipam-claim-reference": "vm-1.fast0"},
         {"name": "rec", "namespace": "json"}
     ])
     .to_string();
@@ -232,12 +233,17 @@ fn json_form_passes_every_runtime_config_key(env: &Kube) {
     assert_eq!(rc["deviceID"], "0000:03:02.3");
     assert_eq!(
         first["args"]["cni"],
-        json!({"keep": "nad", "override": "pod", "extra": 1})
+        json!({"keep": "nad", "override": "pod", "extra": 1, "ipam-claim-reference": "vm-1.fast0"})
     );
     assert_eq!(first["name"], "rec");
     // The second attachment of the same network asked for nothing: no kubelet port mappings.
     let second = read_json(&bin.join("ADD-net2.stdin"));
     assert!(second.get("runtimeConfig").is_none(), "{second}");
+    assert_eq!(
+        second["args"]["cni"],
+        json!({"keep": "nad", "override": "nad"}),
+        "the claim is the first attachment's only"
+    );
     let status = env.network_status("json", "api");
     assert_eq!(status.as_array().unwrap().len(), 3);
     assert_eq!(status[1]["interface"], "fast0");
