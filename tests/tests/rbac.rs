@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ObjectMeta;
-use plexus_crds::IpamBlock;
+use plexus_crds::{IpamBlock, IpamClaim, IpamClaimSpec};
 use plexus_ipam::backends::kubernetes::layout::Layout;
 use plexus_ipam::backends::kubernetes::{KubeClient, KubeOptions, KubeStore, DEFAULT_TIMEOUT};
 use plexus_ipam::range::IpRange;
@@ -488,6 +488,30 @@ fn what_a_node_must_not_do_is_refused(env: &Kube) {
             leases.create(&post, &expired_lease("ipam-x", &[], None, "node-a")),
         )
         .await;
+
+        // IPAMClaims: read and their status patched, nothing else (authorization comes before
+        // the resource lookup, so the CRD need not be installed).
+        let claims: Api<IpamClaim> = Api::namespaced(sa.clone(), POD_NAMESPACE);
+        let claim = IpamClaim::new(
+            "vm",
+            IpamClaimSpec {
+                network: "net".into(),
+                interface: "net1".into(),
+            },
+        );
+        refused("create an IPAMClaim", claims.create(&post, &claim)).await;
+        refused("update an IPAMClaim", claims.replace("vm", &post, &claim)).await;
+        refused(
+            "patch an IPAMClaim's spec",
+            claims.patch(
+                "vm",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"network": "other"}})),
+            ),
+        )
+        .await;
+        refused("delete an IPAMClaim", claims.delete("vm", &delete)).await;
+        refused("list IPAMClaims", claims.list(&ListParams::default())).await;
 
         // Secrets, anywhere.
         for namespace in [IPAM_NAMESPACE, "kube-system", "default"] {
