@@ -37,7 +37,7 @@
 //! `CNI_ARGS`, `CNI_CONTAINERID`, `CNI_IFNAME`, and the node's name (`NODE_NAME`, else the host
 //! name).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use plexus_cni::list::{valid_attachments, Attachment};
@@ -221,8 +221,17 @@ fn claim_reference(
     Ok(Some((owner.pod_namespace.clone(), name)))
 }
 
-/// ADD bound to the claim `namespace/name`: the claim is checked, the addresses allocated (or
-/// found) for it, and written into its `status.ips`.
+/// How many times a claim-bound ADD starts over when the claim changed under it or records
+/// other addresses.
+const CLAIM_ATTEMPTS: usize = 10;
+
+/// ADD bound to the claim `namespace/name`. The claim's `status.ips` decides which addresses
+/// are the claim's: it is written only on the condition that the claim did not change since it
+/// was read, and only when it records nothing yet, exactly what this ADD got, or addresses the
+/// store no longer holds for the claim. So of concurrent ADDs of one claim, one writes first;
+/// an ADD whose write finds the claim changed, or whose addresses differ from the recorded ones
+/// (still held), gives back its own addresses that are not recorded and starts over, until it
+/// finds the recorded ones.
 async fn add_claimed(
     store: &KubeStore,
     config: &IpamConfig,
@@ -231,22 +240,97 @@ async fn add_claimed(
     name: &str,
 ) -> Result<CniResult, CniError> {
     let networks = [config.name.as_str(), config.network_name.as_str()];
-    claims::check(store.client(), namespace, name, &networks)
+    let pools = config.pools().len();
+    for _ in 0..CLAIM_ATTEMPTS {
+        let claim = read_claim(store, namespace, name, &networks).await?;
+        let result = add(store, config, owner).await?;
+        let mine: BTreeSet<IpAddr> = result.ips[..pools]
+            .iter()
+            .map(|ip| ip.address.addr())
+            .collect();
+        if give_back(store, config, owner, &claim, &mine).await? {
+            continue;
+        }
+        let ips: Vec<String> = result.ips[..pools]
+            .iter()
+            .map(|ip| ip.address.to_string())
+            .collect();
+        let version = claim.metadata.resource_version.as_deref();
+        match claims::write_status(store.client(), namespace, name, &ips, version).await? {
+            claims::StatusWrite::Written => {
+                info!("IPAMClaim {namespace}/{name} holds {}", ips.join(", "));
+                return Ok(result);
+            }
+            claims::StatusWrite::Changed => {
+                let now = read_claim(store, namespace, name, &networks).await?;
+                give_back(store, config, owner, &now, &mine).await?;
+            }
+        }
+    }
+    Err(CniError::new(
+        ErrorCode::TryAgainLater,
+        format!("IPAMClaim {namespace}/{name} kept changing during {CLAIM_ATTEMPTS} attempts"),
+    ))
+}
+
+/// When `claim` records addresses other than `mine` and the store still holds them for the
+/// claim (another ADD of the claim recorded its addresses first), releases those of `mine`
+/// that are not recorded and returns true; otherwise does nothing and returns false.
+async fn give_back(
+    store: &KubeStore,
+    config: &IpamConfig,
+    owner: &Owner,
+    claim: &plexus_crds::IpamClaim,
+    mine: &BTreeSet<IpAddr>,
+) -> Result<bool, CniError> {
+    let recorded: BTreeSet<IpAddr> = claim
+        .status
+        .ips
+        .iter()
+        .filter_map(|cidr| cidr.parse::<ipnet::IpNet>().ok().map(|n| n.addr()))
+        .collect();
+    if recorded.is_empty() || recorded == *mine {
+        return Ok(false);
+    }
+    let bound: Vec<Allocation> = store
+        .usage()
+        .await?
+        .into_iter()
+        .filter(|u| u.network == config.network_name)
+        .flat_map(|u| u.allocations)
+        .filter(|a| a.owner.claim == owner.claim)
+        .collect();
+    if !recorded
+        .iter()
+        .all(|ip| bound.iter().any(|a| a.address == *ip))
+    {
+        return Ok(false);
+    }
+    for a in &bound {
+        if mine.contains(&a.address) && !recorded.contains(&a.address) {
+            store.release_exact(&config.network_name, a).await?;
+            info!(
+                "gave {} back: IPAMClaim {} holds other addresses",
+                a.address, owner.claim
+            );
+        }
+    }
+    Ok(true)
+}
+
+/// GETs and checks the claim; a missing claim or one of another network is code 7.
+async fn read_claim(
+    store: &KubeStore,
+    namespace: &str,
+    name: &str,
+    networks: &[&str],
+) -> Result<plexus_crds::IpamClaim, CniError> {
+    claims::check(store.client(), namespace, name, networks)
         .await
         .map_err(|e| match e {
             ClaimError::Store(e) => e.into(),
             e => CniError::new(ErrorCode::InvalidNetworkConfig, e.to_string()),
-        })?;
-    let result = add(store, config, owner).await?;
-    let ips: Vec<String> = result
-        .ips
-        .iter()
-        .take(config.pools().len())
-        .map(|ip| ip.address.to_string())
-        .collect();
-    claims::write_status(store.client(), namespace, name, &ips).await?;
-    info!("IPAMClaim {namespace}/{name} holds {}", ips.join(", "));
-    Ok(result)
+        })
 }
 
 /// How long one etcd request may take.

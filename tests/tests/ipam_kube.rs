@@ -1253,14 +1253,13 @@ impl Plugin {
     }
 }
 
-/// Feeds `config` to a started plugin and waits for it.
+/// Feeds `config` to a started plugin (unless its stdin was taken) and waits for it.
 fn finish(child: &mut Child, config: &serde_json::Value) -> Outcome {
     use std::io::{Read, Write};
-    let _ = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(config.to_string().as_bytes());
+    // Unless the caller fed it already.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(config.to_string().as_bytes());
+    }
     let mut stdout = String::new();
     let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
     let status = child.wait().expect("wait for plexus-ipam");
@@ -1978,6 +1977,53 @@ async fn claim_bound_addresses_on(env: &Env, plugin: &Plugin) {
         record().await.is_none(),
         "GC kept the address of a deleted claim"
     );
+
+    // Concurrent ADDs of one claim on four nodes: one address, bound once.
+    let race = with_claim(&net, "race");
+    let spec = IpamClaimSpec {
+        network: "claimed".into(),
+        interface: "net1".into(),
+    };
+    claims
+        .create(&PostParams::default(), &IpamClaim::new("race", spec))
+        .await
+        .expect("a claim");
+    let mut children: Vec<Child> = (0..4)
+        .map(|i| {
+            let pod = format!("race-{i}");
+            let mut child = plugin
+                .command(&format!("node-r{i}"), "ADD", &pod, &format!("ctr-{pod}"))
+                .spawn()
+                .expect("run plexus-ipam");
+            use std::io::Write;
+            let _ = child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(race.to_string().as_bytes());
+            child
+        })
+        .collect();
+    let got: BTreeSet<Vec<String>> = children
+        .iter_mut()
+        .map(|c| finish(c, &race).addresses())
+        .collect();
+    let bound: Vec<String> = blocks_of(env, "claimed")
+        .await
+        .iter()
+        .flat_map(|b| b.spec.allocations.iter())
+        .filter(|(_, a)| a.ipam_claim == "default/race")
+        .map(|(ip, _)| ip.clone())
+        .collect();
+    assert_eq!(
+        got.len(),
+        1,
+        "one claim, several addresses: {got:?}; bound {bound:?}; status {:?}",
+        claims.get("race").await.expect("the claim").status
+    );
+    assert_eq!(bound.len(), 1, "{bound:?}");
+    let ips = claims.get("race").await.expect("the claim").status.ips;
+    assert_eq!(ips, got.into_iter().next().unwrap());
 
     // Configuration errors, naming the claim.
     let missing = plugin.add("node-a", "p-missing", &claimed);

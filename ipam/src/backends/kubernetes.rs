@@ -54,6 +54,11 @@
 //!    (LIST, LIST, create Lease, create block), and one more (a LIST of Whereabouts's
 //!    `IPPool`s, [`guard`]) when the range has no block at all yet.
 //!
+//! **Claim-bound ADD** (an owner with [`Owner::claim`], see [`claims`]): steps 1 and 2 are
+//! skipped, since the claim's address may be in any block, made on any node; the slow path's
+//! search for the attachment matches by claim ([`Owner::same_attachment`]) and rewrites the
+//! record to name the new pod, container and node. One LIST more than a common ADD.
+//!
 //! Writes lost to concurrent writers are retried at most [`KubeOptions::max_conflicts`] times
 //! in all, then [`StoreError::Contention`] (code 11, try again later). A node's Lease is
 //! renewed (one more round trip) when an ADD finds it past a third of its duration; an expired
@@ -71,7 +76,9 @@
 //!
 //! The block the hints name for the container and interface: GET + replace without the
 //! address. Without a hint (another node's allocation, lost hints): LIST the network's blocks
-//! and replace each that holds the container and interface. Nothing held is success.
+//! and replace each that holds the container and interface. Nothing held is success. An address
+//! bound to an `IPAMClaim` is never released by DEL (only garbage collection releases it, once
+//! the claim is gone).
 //!
 //! # Invariants
 //!

@@ -61,31 +61,51 @@ pub async fn check(
     Ok(claim)
 }
 
+/// What became of a status write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// The claim holds the addresses now.
+    Written,
+    /// The claim changed since it was read (409 Conflict): read it again.
+    Changed,
+}
+
 /// Writes `ips` (CIDR form) into the claim's `status.ips` with a merge patch of its status
-/// subresource; the rest of the status is left as it is.
+/// subresource, on the condition that the claim is still at `version` (the `resourceVersion`
+/// read, when given); the rest of the status is left as it is. The condition is what keeps two
+/// concurrent ADDs of one claim from each binding an address of their own: the second write
+/// fails, and its ADD gives its address back and takes the first one's.
 pub async fn write_status(
     client: &KubeClient,
     namespace: &str,
     name: &str,
     ips: &[String],
-) -> Result<(), StoreError> {
+    version: Option<&str>,
+) -> Result<StatusWrite, StoreError> {
     let api: Api<IpamClaim> = Api::namespaced(client.client().clone(), namespace);
     let what = || format!("patch ipamclaims/status \"{namespace}/{name}\"");
-    let patch = Patch::Merge(serde_json::json!({"status": {"ips": ips}}));
+    let mut body = serde_json::json!({"status": {"ips": ips}});
+    if let Some(version) = version {
+        body["metadata"] = serde_json::json!({"resourceVersion": version});
+    }
+    let patch = Patch::Merge(body);
     let params = PatchParams {
         field_manager: Some("plexus-ipam".into()),
         ..PatchParams::default()
     };
-    client
+    match client
         .call(what, api.patch_status(name, &params, &patch))
         .await
-        .map(drop)
-        .map_err(|e| match e {
+    {
+        Ok(_) => Ok(StatusWrite::Written),
+        Err(ApiError::Conflict) => Ok(StatusWrite::Changed),
+        Err(e) => Err(match e {
             ApiError::NotFound => StoreError::Backend(format!(
                 "{}: not found (was the claim deleted, or does its CRD lack the status \
                  subresource?)",
                 what()
             )),
             e => unexpected(e, what),
-        })
+        }),
+    }
 }
