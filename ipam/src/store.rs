@@ -132,6 +132,10 @@ pub enum StoreError {
     /// `plexus-ipam`'s Kubernetes store): a configuration error.
     #[error("{0}")]
     NotImported(String),
+    /// The cluster is not set up for what the configuration asks (an `IPAMBlock` CRD that
+    /// drops the `ipamClaim` field): a configuration error.
+    #[error("{0}")]
+    Misconfigured(String),
     /// A stored record could not be read.
     #[error("corrupt record {key}: {reason}")]
     Corrupt {
@@ -149,7 +153,9 @@ impl StoreError {
             StoreError::Exhausted { .. } => ErrorCode::PoolExhausted,
             StoreError::Unavailable(_) | StoreError::Contention(_) => ErrorCode::TryAgainLater,
             StoreError::Backend(_) => ErrorCode::IpamBackendFailed,
-            StoreError::NotImported(_) => ErrorCode::InvalidNetworkConfig,
+            StoreError::NotImported(_) | StoreError::Misconfigured(_) => {
+                ErrorCode::InvalidNetworkConfig
+            }
             StoreError::Corrupt { .. } => ErrorCode::IpamCorruptRecord,
         }
     }

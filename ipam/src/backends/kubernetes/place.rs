@@ -132,7 +132,10 @@ impl<'a> Op<'a> {
                 self.objects().replace_block(&next).await
             };
             match written {
-                Ok(_) => return Ok(placed),
+                Ok(written) => {
+                    check_claim_kept(&written, placed, owner)?;
+                    return Ok(placed);
+                }
                 Err(ApiError::Conflict | ApiError::AlreadyExists | ApiError::NotFound) => {
                     self.writer.lost_write().await?;
                     block = self.writer.reread(&block).await?;
@@ -156,6 +159,26 @@ impl<'a> Op<'a> {
     }
 }
 
+/// Refuses a claim-bound write that the API server stored without its claim: an `IPAMBlock`
+/// CRD from before `ipamClaim` existed prunes the field, which would bind the address to the pod
+/// (its DEL then releases it, so nothing leaks).
+fn check_claim_kept(written: &Block, placed: Placed, owner: &Owner) -> Result<(), StoreError> {
+    let ip = match placed {
+        Placed::New { ip, .. } | Placed::Held(ip) => ip,
+        Placed::Full => return Ok(()),
+    };
+    if owner.claim.is_empty()
+        || written.allocations.get(&ip).map(|o| &o.claim) == Some(&owner.claim)
+    {
+        return Ok(());
+    }
+    Err(StoreError::Misconfigured(format!(
+        "ipamblocks \"{}\" was stored without its ipamClaim field: the IPAMBlock CRD predates \
+         IPAMClaim support; re-apply it (`plexusctl crds | kubectl apply -f -`)",
+        written.name
+    )))
+}
+
 /// A few pseudo-random bits (time and process id), for spreading retries.
 fn jitter() -> u64 {
     let nanos = std::time::SystemTime::now()
@@ -165,4 +188,41 @@ fn jitter() -> u64 {
     (u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(17))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
         >> 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_dropped_by_an_old_crd_is_a_configuration_error() {
+        let mut owner = Owner {
+            pod_namespace: "ns".into(),
+            pod_name: "p".into(),
+            pod_uid: "u".into(),
+            container_id: "c".into(),
+            ifname: "net1".into(),
+            node: "n".into(),
+            claim: "ns/vm".into(),
+        };
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let mut written = Block {
+            name: "b".into(),
+            network: "n".into(),
+            range: String::new(),
+            cidr: "10.0.0.0/26".parse().unwrap(),
+            version: Some("2".into()),
+            allocations: Default::default(),
+        };
+        let mut pruned = owner.clone();
+        pruned.claim.clear();
+        written.allocations.insert(ip, pruned);
+        let placed = Placed::New { ip, last: false };
+        let e = check_claim_kept(&written, placed, &owner).unwrap_err();
+        assert_eq!(e.code(), plexus_cni::ErrorCode::InvalidNetworkConfig, "{e}");
+        written.allocations.insert(ip, owner.clone());
+        check_claim_kept(&written, placed, &owner).unwrap();
+        owner.claim.clear();
+        check_claim_kept(&written, Placed::Held(ip), &owner).unwrap();
+    }
 }
