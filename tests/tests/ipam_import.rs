@@ -25,8 +25,10 @@ use plexus_ipam::range::IpRange;
 use plexus_ipam::store::{Owner, Pool, Store};
 use plexus_tests::cluster::{self, LocalCluster};
 
-/// Where Whereabouts keeps its objects, and Plexus its blocks.
+/// Where Whereabouts keeps its objects.
 const NS: &str = "kube-system";
+/// Where Plexus keeps its blocks (the shipped RBAC's IPAM namespace).
+const IPAM_NS: &str = cluster::IPAM_NAMESPACE;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -74,7 +76,7 @@ impl Env {
             hint_dir: self.hints.path().to_path_buf(),
             ..KubeOptions::new(node)
         };
-        KubeStore::from_kubeconfig(kubeconfig, NS, DEFAULT_TIMEOUT, options)
+        KubeStore::from_kubeconfig(kubeconfig, IPAM_NS, DEFAULT_TIMEOUT, options)
             .await
             .expect("a store")
     }
@@ -118,7 +120,7 @@ impl Env {
 
     /// Every allocation of `network` in the blocks: address → pod.
     async fn held(&self, network: &str) -> BTreeMap<IpAddr, String> {
-        let api: Api<IpamBlock> = Api::namespaced(self.cluster.admin_client(), NS);
+        let api: Api<IpamBlock> = Api::namespaced(self.cluster.admin_client(), IPAM_NS);
         let mut out = BTreeMap::new();
         for block in api.list(&Default::default()).await.unwrap().items {
             if block.spec.network != network {
@@ -186,7 +188,15 @@ fn run(bin: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, St
 /// `plexusctl ipam import whereabouts <args>` as administrator.
 fn import_cmd(env: &Env, args: &[&str]) -> (bool, String, String) {
     let kubeconfig = env.admin_kubeconfig().display().to_string();
-    let mut all = vec!["ipam", "import", "whereabouts", "--kubeconfig", &kubeconfig];
+    let mut all = vec![
+        "ipam",
+        "import",
+        "whereabouts",
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        IPAM_NS,
+    ];
     all.extend_from_slice(args);
     run("plexusctl", &all, &[], "")
 }
@@ -195,7 +205,7 @@ fn import_cmd(env: &Env, args: &[&str]) -> (bool, String, String) {
 fn plugin_add(env: &Env, node: &str, pod: &str, ipam: serde_json::Value) -> serde_json::Value {
     let mut object = serde_json::json!({
         "type": "plexus-ipam",
-        "kubernetes": {"kubeconfig": env.cluster.sa_kubeconfig()},
+        "kubernetes": {"kubeconfig": env.cluster.sa_kubeconfig(), "namespace": IPAM_NS},
     });
     for (k, v) in ipam.as_object().unwrap() {
         object[k] = v.clone();
@@ -318,7 +328,7 @@ fn import_whereabouts_and_the_guard() {
     assert!(!ok, "{out}");
     assert!(
         err.contains("10.81.0.1 (network red): IPPool kube-system/red-10.81.0.0-24 gives it to default/wa-red")
-            && err.contains("IPAMBlock kube-system/red-10.81.0.0-26 gives it to default/newcomer"),
+            && err.contains("IPAMBlock plexus-system/red-10.81.0.0-26 gives it to default/newcomer"),
         "{err}"
     );
     runtime().block_on(async {
