@@ -65,45 +65,7 @@ pub struct IpamClaim {
     pub status: IpamClaimStatus,
 }
 
-impl IpamClaim {
-    /// A claim named `name` with this spec and no status.
-    pub fn new(name: &str, spec: IpamClaimSpec) -> IpamClaim {
-        IpamClaim {
-            api_version: format!("{GROUP}/{VERSION}"),
-            kind: KIND.into(),
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..ObjectMeta::default()
-            },
-            spec,
-            status: IpamClaimStatus::default(),
-        }
-    }
-}
-
-impl kube::Resource for IpamClaim {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        KIND.into()
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        GROUP.into()
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        VERSION.into()
-    }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        PLURAL.into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+namespaced_resource!(IpamClaim, IpamClaimSpec, status: IpamClaimStatus::default());
 
 /// The definition as the ipamclaims project publishes it in substance: namespaced, the status
 /// a subresource (so `plexus-ipam` needs `update`/`patch` on `ipamclaims/status` only).

@@ -33,8 +33,12 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 
 /// Every definition of [`crds`] as YAML, the documents separated by `---` lines.
 pub fn crd_yaml() -> String {
-    crds()
-        .iter()
+    yaml_stream(&crds())
+}
+
+/// `crds` as one YAML stream, the documents separated by `---` lines.
+pub fn yaml_stream(crds: &[CustomResourceDefinition]) -> String {
+    crds.iter()
         .map(|crd| serde_yaml::to_string(crd).expect("a CustomResourceDefinition serializes"))
         .collect::<Vec<_>>()
         .join("---\n")

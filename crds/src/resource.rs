@@ -1,10 +1,11 @@
 //! What every hand-written resource type here shares: a constructor and `kube::Resource`.
 
 /// Implements `new(name, spec)` and a namespaced `kube::Resource` for `$kind`, a struct with
-/// `api_version`, `kind`, `metadata` and `spec` fields, from the `GROUP`, `VERSION`, `KIND`
-/// and `PLURAL` constants of the module it is used in.
+/// `api_version`, `kind`, `metadata` and `spec` fields (and any further `field: value` pairs
+/// given, such as an empty status), from the `GROUP`, `VERSION`, `KIND` and `PLURAL` constants
+/// of the module it is used in.
 macro_rules! namespaced_resource {
-    ($kind:ident, $spec:ty) => {
+    ($kind:ident, $spec:ty $(, $field:ident: $value:expr)*) => {
         impl $kind {
             /// An object named `name` with this spec.
             pub fn new(name: &str, spec: $spec) -> Self {
@@ -16,6 +17,7 @@ macro_rules! namespaced_resource {
                         ..ObjectMeta::default()
                     },
                     spec,
+                    $($field: $value,)*
                 }
             }
         }

@@ -215,11 +215,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 
 /// [`crds`] as a multi-document YAML stream.
 pub fn crd_yaml() -> String {
-    crds()
-        .iter()
-        .map(|crd| serde_yaml::to_string(crd).expect("a CustomResourceDefinition serializes"))
-        .collect::<Vec<_>>()
-        .join("---\n")
+    crate::yaml_stream(&crds())
 }
 
 #[cfg(test)]
