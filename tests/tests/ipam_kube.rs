@@ -698,6 +698,35 @@ fn worker() {
     });
 }
 
+/// Starts one worker per node `node-0` … `node-{nodes-1}`, each allocating for `pods` pods
+/// named `<node>-pod-<i>` (and releasing them again with `churn`).
+fn spawn_nodes(
+    env: &Env,
+    network: &str,
+    cidr: &str,
+    nodes: usize,
+    pods: usize,
+    churn: bool,
+) -> Vec<(String, Child)> {
+    (0..nodes)
+        .map(|n| {
+            let node = format!("node-{n}");
+            let work = Work {
+                kubeconfig: env.cluster.sa_kubeconfig().to_path_buf(),
+                hint_dir: env.hints.path().to_path_buf(),
+                node: node.clone(),
+                network: network.into(),
+                range: cidr.into(),
+                pods: (0..pods)
+                    .map(|i| (format!("{node}-pod-{i}"), format!("uid-{node}-{i}")))
+                    .collect(),
+                churn,
+            };
+            (node, spawn_worker(&work))
+        })
+        .collect()
+}
+
 /// Starts a worker process.
 fn spawn_worker(work: &Work) -> Child {
     Command::new(std::env::current_exe().expect("the test binary"))
@@ -759,23 +788,7 @@ fn eight_nodes_allocate_concurrently() {
     let network = "eight";
     let cidr = "10.20.0.0/22";
     let started = Instant::now();
-    let mut children: Vec<(String, Child)> = (0..8)
-        .map(|n| {
-            let node = format!("node-{n}");
-            let work = Work {
-                kubeconfig: env.cluster.sa_kubeconfig().to_path_buf(),
-                hint_dir: env.hints.path().to_path_buf(),
-                node: node.clone(),
-                network: network.into(),
-                range: cidr.into(),
-                pods: (0..125)
-                    .map(|i| (format!("{node}-pod-{i}"), format!("uid-{node}-{i}")))
-                    .collect(),
-                churn: false,
-            };
-            (node, spawn_worker(&work))
-        })
-        .collect();
+    let mut children = spawn_nodes(&env, network, cidr, 8, 125, false);
     let mut by_ip: HashMap<IpAddr, String> = HashMap::new();
     for (node, child) in &mut children {
         let (allocs, errors) = read_worker(child);
@@ -889,23 +902,7 @@ fn empty_blocks_are_reclaimed_under_concurrent_adds() {
         );
     });
 
-    let mut children: Vec<(String, Child)> = (0..4)
-        .map(|n| {
-            let node = format!("node-{n}");
-            let work = Work {
-                kubeconfig: env.cluster.sa_kubeconfig().to_path_buf(),
-                hint_dir: env.hints.path().to_path_buf(),
-                node: node.clone(),
-                network: network.into(),
-                range: cidr.into(),
-                pods: (0..40)
-                    .map(|i| (format!("{node}-pod-{i}"), format!("uid-{node}-{i}")))
-                    .collect(),
-                churn: true,
-            };
-            (node, spawn_worker(&work))
-        })
-        .collect();
+    let mut children = spawn_nodes(&env, network, cidr, 4, 40, true);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (deleted, changed, results) = std::thread::scope(|scope| {
         let reclaimer = scope.spawn(|| {
