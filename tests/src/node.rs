@@ -72,6 +72,8 @@ pub const KUBELET_ENV: &str = "PLEXUS_KUBELET";
 pub const KUBECTL_ENV: &str = "PLEXUS_KUBECTL";
 /// The node's name.
 pub const NODE_NAME: &str = "plexus-node";
+/// The node's address (its InternalIP), on the loopback device of its network namespace.
+pub const NODE_IP: &str = "10.255.255.1";
 /// The namespace of the example NADs and pods.
 pub const NAMESPACE: &str = "default";
 /// The node's second NIC: a veth, the master of the example macvlan network.
@@ -103,9 +105,10 @@ pub const KUBELET_SYSCTLS: &[&str] = &[
     "kernel.keys.root_maxbytes",
 ];
 
-/// Host paths the kubelet 1.20 writes whatever its flags (`/var/log/pods`, the device plugin
-/// socket in `/var/lib/kubelet/device-plugins`), and a few it would with other flags. What it
-/// adds there is removed when the node stops.
+/// Host paths the kubelet 1.20 writes whatever its flags (`/var/log/pods`, with links in
+/// `/var/log/containers`), and a few it would with other flags (the device plugin socket in
+/// `/var/lib/kubelet/device-plugins` without `DevicePlugins=false`). What it adds there is
+/// removed when the node stops.
 pub const KUBELET_HOST_PATHS: &[&str] = &[
     "/var/lib/kubelet",
     "/var/log/pods",
@@ -362,6 +365,7 @@ impl KubeNode {
 
     fn set_up(&mut self) -> Result {
         self.thread.run(|| -> Result {
+            links::add_address(None, "lo", format!("{NODE_IP}/32").parse()?)?;
             links::create_veth(None, SECOND_NIC, SECOND_NIC_PEER)?;
             links::set_up(None, SECOND_NIC)?;
             links::set_up(None, SECOND_NIC_PEER)?;
@@ -486,7 +490,7 @@ impl KubeNode {
         std::fs::copy(cluster.sa_token_file(), sa.join("token"))?;
         std::fs::copy(cluster.dir().join("certs/apiserver.crt"), sa.join("ca.crt"))?;
         let out = Command::new(plexus_bin_dir().join("plexusctl"))
-            .arg("install")
+            .args(["install", "--k3s"])
             .arg("--bin-dir")
             .arg(self.bin_dir())
             .arg("--conf-dir")
@@ -878,9 +882,10 @@ impl KubeNode {
 
 /// The kubelet's flags: a remote runtime (containerd), cgroupfs with no QoS cgroups and no
 /// node allocatable enforcement, the pods' cgroups under `cgroup_root`, no iptables chains,
-/// no swap check, no eviction or image GC, listening on the node's loopback only (`port`)
-/// with no read-only or healthz port and every request allowed (nothing but the API server
-/// reaches it there), and every directory it lets one choose under `root`.
+/// no swap check, no eviction or image GC, listening on [`NODE_IP`] in the node's network
+/// namespace only (`port`) with no read-only or healthz port and every request allowed
+/// (nothing but the API server reaches it there), and every directory it lets one choose under
+/// `root`.
 pub fn kubelet_flags(
     root: &Path,
     kubeconfig: &Path,
@@ -902,17 +907,22 @@ pub fn kubelet_flags(
         format!("--cgroup-root={cgroup_root}"),
         "--fail-swap-on=false".into(),
         "--make-iptables-util-chains=false".into(),
-        "--address=127.0.0.1".into(),
+        format!("--address={NODE_IP}"),
         format!("--port={port}"),
         "--read-only-port=0".into(),
         "--healthz-port=0".into(),
-        "--anonymous-auth=false".into(),
+        // The API server calls the kubelet (exec) with no credentials; the kubelet 1.20 refuses
+        // to start with no way to authenticate at all. It listens on the node's loopback only.
+        "--anonymous-auth=true".into(),
         "--authentication-token-webhook=false".into(),
         "--authorization-mode=AlwaysAllow".into(),
+        // The device manager's socket is at a fixed host path (/var/lib/kubelet/device-plugins).
+        "--feature-gates=DevicePlugins=false".into(),
         "--image-gc-high-threshold=100".into(),
         "--eviction-hard=".into(),
         format!("--hostname-override={NODE_NAME}"),
-        "--node-ip=127.0.0.1".into(),
+        // Not 127.0.0.1: the kubelet refuses a loopback node IP and then reports no address.
+        format!("--node-ip={NODE_IP}"),
         format!("--root-dir={}", p("kubelet")),
         format!("--cert-dir={}", p("kubelet-pki")),
         format!("--volume-plugin-dir={}", p("volume-plugins")),

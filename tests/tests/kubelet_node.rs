@@ -176,6 +176,8 @@ fn both_annotation_forms_and_a_default_network_override_reach_running() {
         "plexus-demo-primary",
         &[("eth0", "10.203.0.0/24"), ("net1", bridge)],
     );
+    // The bridge's gateway address is never handed out.
+    assert_ne!(primary["eth0"], Ipv4Addr::new(10, 203, 0, 1));
     // The kubelet reports the primary network's address as the pod's IP.
     for (pod, addresses) in [
         ("plexus-demo-short", &short),
