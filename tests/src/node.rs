@@ -95,14 +95,15 @@ const CNI_DIR: &str = "var/lib/cni/plexus";
 /// host-local's leases of the primary network, relative to the root.
 const LEASES_DIR: &str = "var/lib/cni/networks";
 
-/// The kernel settings the kubelet 1.20 changes when it starts (`setupKernelTunables`).
-pub const KUBELET_SYSCTLS: &[&str] = &[
-    "vm.overcommit_memory",
-    "vm.panic_on_oom",
-    "kernel.panic",
-    "kernel.panic_on_oops",
-    "kernel.keys.root_maxkeys",
-    "kernel.keys.root_maxbytes",
+/// The kernel settings the kubelet 1.20 changes when it starts (`setupKernelTunables`), with
+/// the values it sets.
+pub const KUBELET_SYSCTLS: &[(&str, &str)] = &[
+    ("vm.overcommit_memory", "1"),
+    ("vm.panic_on_oom", "0"),
+    ("kernel.panic", "10"),
+    ("kernel.panic_on_oops", "1"),
+    ("kernel.keys.root_maxkeys", "1000000"),
+    ("kernel.keys.root_maxbytes", "25000000"),
 ];
 
 /// Host paths the kubelet 1.20 writes whatever its flags (`/var/log/pods`, with links in
@@ -245,12 +246,20 @@ impl Sysctls {
         Sysctls(
             KUBELET_SYSCTLS
                 .iter()
-                .filter_map(|name| {
+                .filter_map(|(name, _)| {
                     let value = std::fs::read_to_string(sysctl_path(name)).ok()?;
                     Some((name.to_string(), value.trim().to_string()))
                 })
                 .collect(),
         )
+    }
+
+    /// Whether these are the values the kubelet sets when it starts (it sets all of them at
+    /// once).
+    pub fn as_kubelet_sets(&self) -> bool {
+        KUBELET_SYSCTLS
+            .iter()
+            .all(|(name, value)| self.0.get(*name).is_none_or(|v| v == value))
     }
 
     /// Writes back every value that differs now; returns the settings written.
@@ -552,7 +561,20 @@ impl KubeNode {
         })?;
         self.kubelet = Some(child);
         let started = Instant::now();
+        // The kubelet changes the kernel settings once its runtime is up, before it reports the
+        // node Ready; a node still Ready from an earlier kubelet proves nothing, so wait for the
+        // settings too (unless they were the kubelet's already), and for its port.
+        let address = format!("{NODE_IP}:{}", self.kubelet_port);
+        let mut changed = self.sysctls.as_kubelet_sets();
+        let mut listening = false;
         loop {
+            changed = changed || Sysctls::read().as_kubelet_sets();
+            if !listening {
+                let address = address.clone();
+                listening = self
+                    .thread
+                    .run(move || std::net::TcpStream::connect(address).is_ok());
+            }
             let ready = self
                 .kubectl(&[
                     "get",
@@ -562,7 +584,7 @@ impl KubeNode {
                     "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
                 ])
                 .unwrap_or_default();
-            if ready == "True" {
+            if changed && listening && ready == "True" {
                 break;
             }
             if let Some(status) = self

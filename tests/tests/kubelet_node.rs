@@ -350,7 +350,7 @@ fn a_pod_whose_network_is_missing_does_not_start_and_its_events_say_why() {
         .find(|e| e.starts_with("FailedCreatePodSandBox"))
         .unwrap();
     assert!(
-        failure.contains("no-such-network") && failure.contains("not found"),
+        failure.contains("NetworkAttachmentDefinition default/no-such-network does not exist"),
         "{failure}"
     );
     let phase = node.pod("missing-net").unwrap()["status"]["phase"].clone();
