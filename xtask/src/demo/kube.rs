@@ -39,17 +39,7 @@ pub(super) fn run() -> Result {
         node.startup_time().as_secs_f64(),
         node.root().display()
     );
-    println!(
-        "kubelet flags: {}",
-        node::kubelet_flags(
-            std::path::Path::new("<root>"),
-            std::path::Path::new("<kubeconfig>"),
-            std::path::Path::new("<containerd.sock>"),
-            0,
-            &node.cgroup_root()
-        )
-        .join(" ")
-    );
+    println!("kubelet flags: {}", node.kubelet_flags().join(" "));
     let outcome = show_pods(&node);
     cmd::step("teardown: kubectl delete pods, then stopping the node");
     let deleted = node
@@ -99,7 +89,10 @@ fn show_pods(node: &KubeNode) -> Result {
     );
 
     cmd::step("kubectl get pods -o wide");
-    print!("{}", kubectl(node, &["get", "pods", "-n", NAMESPACE, "-o", "wide"])?);
+    print!(
+        "{}",
+        kubectl(node, &["get", "pods", "-n", NAMESPACE, "-o", "wide"])?
+    );
     let mut net1 = Vec::new();
     for pod in PODS {
         cmd::step(&format!("pod {pod}"));
@@ -116,11 +109,17 @@ fn show_pods(node: &KubeNode) -> Result {
             ],
         )?;
         let status: Value = serde_json::from_str(&status)?;
-        println!("network-status:\n{}", serde_json::to_string_pretty(&status)?);
+        println!(
+            "network-status:\n{}",
+            serde_json::to_string_pretty(&status)?
+        );
         println!("$ kubectl exec {pod} -- ip -o addr");
         print!(
             "{}",
-            kubectl(node, &["exec", pod, "-n", NAMESPACE, "--", "ip", "-o", "addr"])?
+            kubectl(
+                node,
+                &["exec", pod, "-n", NAMESPACE, "--", "ip", "-o", "addr"]
+            )?
         );
         let address = status
             .as_array()
@@ -135,7 +134,9 @@ fn show_pods(node: &KubeNode) -> Result {
         "ping from {} to {} on net1 (macvlan-conf)",
         PODS[0], PODS[1]
     ));
-    let ping = ["exec", PODS[0], "-n", NAMESPACE, "--", "ping", "-c", "2", "-W", "2"];
+    let ping = [
+        "exec", PODS[0], "-n", NAMESPACE, "--", "ping", "-c", "2", "-W", "2",
+    ];
     let mut args = ping.to_vec();
     args.push(&net1[1]);
     println!("$ kubectl {}", args.join(" "));
