@@ -5,7 +5,7 @@
 //! (1.20.2, every Go dependency vendored) builds both offline, in one `make`. It must be built
 //! with Go 1.15 (`golang-1.15-go`, from bullseye): with Go ≥ 1.18 the vendored
 //! `reflect2` corrupts maps and the apiserver dies under load. The build takes
-//! about 10 minutes on 2 cores and lands in
+//! 15 to 25 minutes on 2 cores (the kubelet about half of it) and lands in
 //! `~/.cache/plexus/kube-apiserver-1.20.2` and `~/.cache/plexus/kubelet-1.20.2`; later runs
 //! reuse them (a cache holding only one of the two builds both again). The source
 //! tree and Go's build cache are removed once the binaries are cached.
@@ -72,7 +72,7 @@ pub fn ensure() -> Result<PathBuf> {
     }
     let started = Instant::now();
     eprintln!(
-        "kube-apiserver and kubelet {VERSION}: not both cached, building them (about 10 minutes)"
+        "kube-apiserver and kubelet {VERSION}: not both cached, building them (15 to 25 minutes)"
     );
     build(&binaries)?;
     eprintln!(
