@@ -824,6 +824,42 @@ impl KubeNode {
         .map(drop)
     }
 
+    /// Deletes every pod of [`NAMESPACE`] at once (`--force --grace-period=0`: the API objects
+    /// go first) and waits until the kubelet has stopped every pod sandbox, so that their
+    /// networks are detached; the kubelet removes the stopped sandboxes later. Much faster than
+    /// [`delete_all_pods`](Self::delete_all_pods), whose wait is paced by the kubelet's status
+    /// sync (every 10 s): for clearing the node between tests.
+    pub fn force_delete_all_pods(&self) -> Result {
+        self.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "-n",
+            NAMESPACE,
+            "--force",
+            "--grace-period=0",
+            "--wait=false",
+        ])?;
+        let containerd = self.containerd.as_ref().expect("containerd runs");
+        let started = Instant::now();
+        loop {
+            let ready: Vec<String> = self
+                .sandboxes()?
+                .into_iter()
+                .filter(|id| containerd.pod_sandbox_status(id).is_ok_and(|s| s.ready))
+                .collect();
+            if ready.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                return Err(
+                    format!("sandboxes still ready after {READY_TIMEOUT:?}: {ready:?}").into(),
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// The ids of the pod sandboxes containerd still knows (ready or not), sorted.
     pub fn sandboxes(&self) -> Result<Vec<String>> {
         let mut ids = self
@@ -871,7 +907,7 @@ impl KubeNode {
         self.stopped = true;
         let mut problems = Vec::new();
         if self.kubelet.is_some() {
-            if let Err(e) = self.delete_all_pods() {
+            if let Err(e) = self.force_delete_all_pods() {
                 problems.push(format!("deleting the pods: {e}"));
             }
         }

@@ -2,7 +2,8 @@
 //! `kubectl apply` creates from `examples/k3s/`, with Plexus installed by `plexusctl install`
 //! into a K3s layout. The tests share one node (started by the first test, stopped when the
 //! binary exits, failing it if anything is left) and take turns on it; each starts with no
-//! pods.
+//! pods. Pods are deleted with `--force` between tests (fast); the test of what deletion leaves
+//! behind deletes them as a user does, waiting for the kubelet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -186,7 +187,7 @@ fn both_annotation_forms_and_a_default_network_override_reach_running() {
         let ip = node.pod(pod).unwrap()["status"]["podIP"].clone();
         assert_eq!(ip, json!(addresses["eth0"].to_string()), "podIP of {pod}");
     }
-    node.delete_all_pods().unwrap();
+    node.force_delete_all_pods().unwrap();
 }
 
 /// The IPv4 allocations of plexus-ipam's IPAMBlocks, as `address -> pod name`.
@@ -289,7 +290,9 @@ fn twenty_pods_get_unique_addresses_and_deleting_them_leaves_nothing() {
     }
 
     node.delete_all_pods().unwrap();
-    node.wait_no_sandboxes(Duration::from_secs(60)).unwrap();
+    // The kubelet removes stopped sandboxes of deleted pods (also those of earlier tests) in
+    // its container GC, every minute.
+    node.wait_no_sandboxes(Duration::from_secs(150)).unwrap();
     let links_after: BTreeSet<String> = node
         .node_links()
         .unwrap()
@@ -355,7 +358,7 @@ fn a_pod_whose_network_is_missing_does_not_start_and_its_events_say_why() {
     );
     let phase = node.pod("missing-net").unwrap()["status"]["phase"].clone();
     assert_eq!(phase, "Pending");
-    node.delete_all_pods().unwrap();
+    node.force_delete_all_pods().unwrap();
 }
 
 /// What must survive a kubelet restart: a pod's container id and restart count, its addresses
@@ -399,5 +402,5 @@ fn a_kubelet_restart_leaves_running_pods_and_their_networks_alone() {
     assert_eq!(node.sandboxes().unwrap(), sandboxes, "sandboxes");
     let changed = node::Sysctls::read().changes_since(node.recorded_sysctls());
     assert!(changed.is_empty(), "kernel settings: {changed:?}");
-    node.delete_all_pods().unwrap();
+    node.force_delete_all_pods().unwrap();
 }
