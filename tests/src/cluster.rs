@@ -739,6 +739,9 @@ fn apiserver_flags(dir: &Path, etcd_url: &str, port: u16) -> Vec<String> {
         format!("--audit-log-path={}", p("audit.log")),
         format!("--audit-policy-file={}", p("audit-policy.yaml")),
         "--profiling=false".into(),
+        // `kubectl exec` to a kubelet of `plexus_tests::node`: reach it at its --node-ip, not by
+        // resolving its node name.
+        "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
     ]
 }
 

@@ -172,6 +172,14 @@ impl Containerd {
         );
     }
 
+    /// Builds the busybox image pods run ([`pause_image::BUSYBOX_IMAGE`]) and imports it.
+    pub fn import_busybox_image(&self) {
+        let archive = self.dir.path().join("busybox.tar");
+        pause_image::write_busybox_archive(&archive).expect("build the busybox image");
+        self.import_image(&archive);
+        let _ = std::fs::remove_file(archive);
+    }
+
     /// Builds the pause image ([`pause_image::PAUSE_IMAGE`]) and imports it.
     fn import_pause_image(&self) {
         let archive = self.dir.path().join("pause.tar");

@@ -10,6 +10,9 @@
 //!
 //! [`etcd::LocalEtcd`] is a throwaway single-member etcd, for the etcd IPAM backend.
 //!
+//! [`node::KubeNode`] is a real node: a local cluster, containerd and a kubelet, with Plexus
+//! installed by `plexusctl install` in a K3s layout, driven with `kubectl`.
+//!
 //! [`podresources::PodResourcesServer`] stands in for the kubelet's PodResources API.
 
 use std::fs::File;
@@ -24,6 +27,7 @@ use plexus::netns::{self, NetnsError};
 pub mod cluster;
 pub mod cri;
 pub mod etcd;
+pub mod node;
 pub mod podman;
 pub mod podresources;
 pub mod sriov;

@@ -1,16 +1,22 @@
-//! `cargo xtask apiserver`: a real kube-apiserver for the Kubernetes-backed
-//! tests, built once from Debian's sources and cached.
+//! `cargo xtask apiserver` (alias `kube-binaries`): a real kube-apiserver and kubelet for the
+//! Kubernetes-backed tests, built once from Debian's sources and cached, and Debian's `kubectl`.
 //!
-//! Debian ships no kube-apiserver binary, but its `kubernetes` source package
-//! (1.20.2, every Go dependency vendored) builds one offline. It must be built
+//! Debian ships no kube-apiserver or kubelet binary, but its `kubernetes` source package
+//! (1.20.2, every Go dependency vendored) builds both offline, in one `make`. It must be built
 //! with Go 1.15 (`golang-1.15-go`, from bullseye): with Go ≥ 1.18 the vendored
 //! `reflect2` corrupts maps and the apiserver dies under load. The build takes
-//! about 5 minutes on 2 cores and lands in
-//! `~/.cache/plexus/kube-apiserver-1.20.2`; later runs reuse it. The source
-//! tree and Go's build cache are removed once the binary is cached.
+//! 15 to 25 minutes on 2 cores (the kubelet about half of it) and lands in
+//! `~/.cache/plexus/kube-apiserver-1.20.2` and `~/.cache/plexus/kubelet-1.20.2`; later runs
+//! reuse them (a cache holding only one of the two builds both again). The source
+//! tree and Go's build cache are removed once the binaries are cached.
 //!
-//! `plexus_tests::cluster::LocalCluster` runs that binary against a throwaway etcd; the
+//! `kubectl` is Debian's `kubernetes-client` (the same 1.20.2), unpacked into
+//! `~/.cache/plexus/kubectl-1.20.2` rather than installed: on some machines `/usr/bin/kubectl`
+//! already belongs to another package, and dpkg refuses to overwrite it.
+//!
+//! `plexus_tests::cluster::LocalCluster` runs the API server against a throwaway etcd; the
 //! Kubernetes-backed tests use it, and `--check` here proves it works.
+//! `plexus_tests::node::KubeNode` adds containerd and the kubelet.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +24,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use plexus_tests::cluster::{self, LocalCluster};
+use plexus_tests::node;
 
 use crate::cmd::{self, Result};
 use crate::packages::{self, ensure_debian_packages};
@@ -37,30 +44,80 @@ pub fn cached_path() -> PathBuf {
     cluster::cached_apiserver_path()
 }
 
+/// The binaries the build makes: `make WHAT` target, and where the tests look for it.
+fn built_binaries() -> [(&'static str, PathBuf); 2] {
+    [
+        ("cmd/kube-apiserver", cached_path()),
+        ("cmd/kubelet", node::cached_kubelet_path()),
+    ]
+}
+
 /// What a [`LocalCluster`] runs besides the kube-apiserver.
 const CLUSTER_PACKAGES: &[(&str, &str)] = &[
     ("etcd-server", "/usr/bin/etcd"),
     ("openssl", "/usr/bin/openssl"),
 ];
 
-/// Returns the cached kube-apiserver, building it first if it is missing, and installs what
-/// else a local cluster needs (etcd, openssl).
+/// Returns the cached kube-apiserver, building it and the kubelet first if either is missing,
+/// and installs what else a local cluster and node need (etcd, openssl, kubectl).
 pub fn ensure() -> Result<PathBuf> {
     ensure_debian_packages(CLUSTER_PACKAGES)?;
-    let path = cached_path();
-    if is_executable(&path) {
-        eprintln!("kube-apiserver {VERSION}: cached at {}", path.display());
-        return Ok(path);
+    ensure_kubectl()?;
+    let binaries = built_binaries();
+    if binaries.iter().all(|(_, path)| is_executable(path)) {
+        for (what, path) in &binaries {
+            eprintln!("{what} {VERSION}: cached at {}", path.display());
+        }
+        return Ok(cached_path());
     }
     let started = Instant::now();
-    eprintln!("kube-apiserver {VERSION}: not cached, building it (about 5 minutes)");
-    build(&path)?;
     eprintln!(
-        "kube-apiserver {VERSION}: built in {:.0}s, cached at {}",
-        started.elapsed().as_secs_f64(),
-        path.display()
+        "kube-apiserver and kubelet {VERSION}: not both cached, building them (15 to 25 minutes)"
     );
-    Ok(path)
+    build(&binaries)?;
+    eprintln!(
+        "kube-apiserver and kubelet {VERSION}: built in {:.0}s, cached at {} and {}",
+        started.elapsed().as_secs_f64(),
+        binaries[0].1.display(),
+        binaries[1].1.display()
+    );
+    Ok(cached_path())
+}
+
+/// Unpacks Debian's `kubernetes-client` into the cache as [`node::cached_kubectl_path`], unless
+/// it is there: `apt-get download` and `dpkg-deb -x`, so that no other package's
+/// `/usr/bin/kubectl` is in the way.
+pub fn ensure_kubectl() -> Result<PathBuf> {
+    let dest = node::cached_kubectl_path();
+    if is_executable(&dest) {
+        return Ok(dest);
+    }
+    cmd::step("kubectl: Debian's kubernetes-client, unpacked into the cache");
+    packages::apt_update()?;
+    let dir = tempfile::Builder::new()
+        .prefix("plexus-kubectl-")
+        .tempdir()?;
+    // `_apt` downloads into a directory it can write.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+    cmd::run(
+        Command::new("apt-get")
+            .current_dir(dir.path())
+            .args(["download", "kubernetes-client"]),
+    )?;
+    let deb = std::fs::read_dir(dir.path())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or("apt-get download kubernetes-client left no .deb")?;
+    let name = deb.file_name().unwrap_or_default().to_string_lossy();
+    if !name.contains(VERSION) {
+        return Err(format!("expected kubectl {VERSION}, got {name}").into());
+    }
+    let unpacked = dir.path().join("root");
+    cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    install(&unpacked.join("usr/bin/kubectl"), &dest)?;
+    eprintln!("kubectl {VERSION}: cached at {}", dest.display());
+    Ok(dest)
 }
 
 /// Arguments of `cargo xtask apiserver`.
@@ -144,8 +201,9 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Builds the kube-apiserver from Debian's sources and installs it at `dest`.
-fn build(dest: &Path) -> Result {
+/// Builds the kube-apiserver and the kubelet from Debian's sources and installs each at its
+/// path.
+fn build(binaries: &[(&str, PathBuf)]) -> Result {
     cmd::step("apt sources: bookworm deb-src, bullseye (pinned) for Go 1.15");
     ensure_apt_sources()?;
     cmd::step("build tools: dpkg-dev, make, rsync, golang-1.15-go");
@@ -156,17 +214,21 @@ fn build(dest: &Path) -> Result {
         ("golang-1.15-go", "/usr/lib/go-1.15/bin/go"),
     ])?;
     let tree = fetch_source()?;
-    compile(&tree)?;
-    let built = [
-        "_output/bin/kube-apiserver",
-        "_output/local/go/bin/kube-apiserver",
-        "_output/local/bin/linux/amd64/kube-apiserver",
-    ]
-    .iter()
-    .map(|p| tree.join(p))
-    .find(|p| is_executable(p))
-    .ok_or("the build finished, but no kube-apiserver binary is under _output/")?;
-    install(&built, dest)?;
+    let targets: Vec<&str> = binaries.iter().map(|(target, _)| *target).collect();
+    compile(&tree, &targets)?;
+    for (target, dest) in binaries {
+        let name = target.trim_start_matches("cmd/");
+        let built = [
+            "_output/bin",
+            "_output/local/go/bin",
+            "_output/local/bin/linux/amd64",
+        ]
+        .iter()
+        .map(|dir| tree.join(dir).join(name))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| format!("the build finished, but no {name} binary is under _output/"))?;
+        install(&built, dest)?;
+    }
     remove_build_tree()
 }
 
@@ -260,10 +322,10 @@ fn fetch_source() -> Result<PathBuf> {
     Ok(tree)
 }
 
-/// Runs `make WHAT=cmd/kube-apiserver` in `tree` with Go 1.15, offline, at low
-/// CPU priority.
-fn compile(tree: &Path) -> Result {
-    cmd::step("make WHAT=cmd/kube-apiserver (Go 1.15, vendored, offline)");
+/// Runs `make WHAT="<targets>"` in `tree` with Go 1.15, offline, at low CPU priority.
+fn compile(tree: &Path, targets: &[&str]) -> Result {
+    let what = format!("WHAT={}", targets.join(" "));
+    cmd::step(&format!("make {what} (Go 1.15, vendored, offline)"));
     // A GOPATH whose k8s.io/kubernetes is the tree, as the old build expects.
     let gopath = tree.with_file_name("gopath");
     let link = gopath.join("src/k8s.io/kubernetes");
@@ -278,7 +340,7 @@ fn compile(tree: &Path) -> Result {
     )?;
     cmd::run(
         Command::new("nice")
-            .args(["-n", "10", "make", "WHAT=cmd/kube-apiserver"])
+            .args(["-n", "10", "make", &what])
             .current_dir(&link)
             .env("PATH", path)
             .env("GOPATH", &gopath)
@@ -294,7 +356,8 @@ fn compile(tree: &Path) -> Result {
 fn install(built: &Path, dest: &Path) -> Result {
     let dir = dest.parent().expect("the cache path has a parent");
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".kube-apiserver.{}.tmp", std::process::id()));
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     std::fs::copy(built, &tmp)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     std::fs::rename(&tmp, dest)?;

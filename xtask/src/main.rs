@@ -4,7 +4,7 @@
 //! - `demo`: a walk through Plexus on real clients ([`demo`]).
 //! - `bench`: timing Plexus against its delegates ([`bench`]).
 //! - `fuzz`: the fuzz targets of `fuzz/` ([`fuzz`]).
-//! - `apiserver`: build and cache a kube-apiserver for the Kubernetes tests ([`apiserver`]).
+//! - `apiserver`: build and cache a kube-apiserver and kubelet for the Kubernetes tests ([`apiserver`]).
 
 mod apiserver;
 mod bench;
@@ -32,7 +32,9 @@ enum Commands {
     Demo(DemoArgs),
     /// Measure Plexus's overhead over its delegates.
     Bench(BenchArgs),
-    /// Build (once) and cache a kube-apiserver, and print its path.
+    /// Build (once) and cache a kube-apiserver and a kubelet, fetch kubectl, and print the
+    /// API server's path.
+    #[command(visible_alias = "kube-binaries")]
     Apiserver(apiserver::ApiserverArgs),
     /// Run the cargo-fuzz targets of fuzz/ (longer than `test` does).
     Fuzz(fuzz::FuzzArgs),

@@ -1,6 +1,7 @@
 //! A pause image built by hand: no registry is reachable from the test
 //! machines, so the sandbox image containerd's CRI plugin asks for is made
-//! here from Debian's `busybox-static` binary.
+//! here from Debian's `busybox-static` binary. So is the busybox image the
+//! pods of a kubelet run ([`write_busybox_archive`]).
 //!
 //! The result is an OCI image layout in a tar archive (`oci-layout`,
 //! `index.json`, and `blobs/sha256/` holding the config, the manifest and
@@ -18,6 +19,12 @@ use sha2::{Digest, Sha256};
 /// The reference the image is tagged with: the sandbox image containerd 1.6
 /// asks for by default.
 pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.6";
+
+/// The reference of the pods' image, as containerd resolves `busybox:1.36`.
+pub const BUSYBOX_IMAGE: &str = "docker.io/library/busybox:1.36";
+
+/// The busybox applets the images link to (a pod's `sleep`, `ip`, `ping`, ...).
+const APPLETS: &[&str] = &["sh", "sleep", "ip", "ping", "cat", "ls", "hostname"];
 
 /// Where Debian's `busybox-static` installs its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -55,6 +62,13 @@ pub fn write_archive(path: &Path) -> io::Result<()> {
     std::fs::write(path, archive()?)
 }
 
+/// Writes the busybox image archive, tagged [`BUSYBOX_IMAGE`] and running
+/// `sh` unless the pod names a command, to `path`.
+pub fn write_busybox_archive(path: &Path) -> io::Result<()> {
+    let process = json!({"Cmd": ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"});
+    std::fs::write(path, build_archive(BUSYBOX_IMAGE, process)?)
+}
+
 /// The pause image archive, built once per process (hashing a few
 /// megabytes is slow in debug builds, and every test needs the same image).
 pub fn archive() -> io::Result<&'static [u8]> {
@@ -62,17 +76,23 @@ pub fn archive() -> io::Result<&'static [u8]> {
     if let Some(archive) = ARCHIVE.get() {
         return Ok(archive);
     }
-    let built = build_archive()?;
+    let process = json!({
+        "Entrypoint": ["/bin/sh", "-c", PAUSE_COMMAND],
+        "Env": ["PATH=/bin"],
+        "WorkingDir": "/",
+    });
+    let built = build_archive(PAUSE_IMAGE, process)?;
     Ok(ARCHIVE.get_or_init(|| built))
 }
 
-/// Builds the OCI layout archive around a rootfs holding busybox.
-fn build_archive() -> io::Result<Vec<u8>> {
+/// Builds the OCI layout archive of image `name`, a rootfs holding busybox
+/// with the image config's `process` part.
+fn build_archive(name: &str, process: Value) -> io::Result<Vec<u8>> {
     let busybox = std::fs::read(BUSYBOX)?;
     let rootfs = rootfs_tar(&busybox)?;
     let diff_id = sha256(&rootfs);
     let layer = Blob::new(gzip(&rootfs)?);
-    let config = Blob::new(image_config(&diff_id).to_string().into_bytes());
+    let config = Blob::new(image_config(&diff_id, process).to_string().into_bytes());
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
@@ -83,8 +103,8 @@ fn build_archive() -> io::Result<Vec<u8>> {
     let mut manifest_entry = manifest.descriptor(MANIFEST_TYPE);
     manifest_entry["platform"] = json!({"architecture": oci_arch(), "os": "linux"});
     manifest_entry["annotations"] = json!({
-        "io.containerd.image.name": PAUSE_IMAGE,
-        "org.opencontainers.image.ref.name": PAUSE_IMAGE,
+        "io.containerd.image.name": name,
+        "org.opencontainers.image.ref.name": name,
     });
     let index = json!({"schemaVersion": 2, "manifests": [manifest_entry]});
 
@@ -110,28 +130,24 @@ fn build_archive() -> io::Result<Vec<u8>> {
     archive.into_inner()
 }
 
-/// The image configuration: the pause command and the layer's diff id.
-fn image_config(diff_id: &str) -> Value {
+/// The image configuration: what it runs (`process`) and the layer's diff id.
+fn image_config(diff_id: &str, process: Value) -> Value {
     json!({
         "created": "1970-01-01T00:00:00Z",
         "architecture": oci_arch(),
         "os": "linux",
-        "config": {
-            "Entrypoint": ["/bin/sh", "-c", PAUSE_COMMAND],
-            "Env": ["PATH=/bin"],
-            "WorkingDir": "/",
-        },
+        "config": process,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     })
 }
 
 /// The image's root filesystem as an uncompressed tar (what `podman import`
-/// takes): busybox as `/bin/busybox`, `/bin/sh` and `/bin/sleep`.
+/// takes): busybox as `/bin/busybox` and its [`APPLETS`].
 pub fn rootfs_archive() -> io::Result<Vec<u8>> {
     rootfs_tar(&std::fs::read(BUSYBOX)?)
 }
 
-/// The uncompressed root filesystem: busybox as `/bin/sh` and `/bin/sleep`,
+/// The uncompressed root filesystem: busybox and its [`APPLETS`] in `/bin`,
 /// plus the mount points runc needs (the sandbox's root is read-only).
 fn rootfs_tar(busybox: &[u8]) -> io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
@@ -139,7 +155,7 @@ fn rootfs_tar(busybox: &[u8]) -> io::Result<Vec<u8>> {
         append_dir(&mut tar, dir)?;
     }
     append_file(&mut tar, "bin/busybox", busybox, 0o755)?;
-    for applet in ["sh", "sleep"] {
+    for applet in APPLETS {
         append_symlink(&mut tar, &format!("bin/{applet}"), "busybox")?;
     }
     for file in ["etc/hostname", "etc/hosts", "etc/resolv.conf"] {

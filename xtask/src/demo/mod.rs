@@ -7,13 +7,13 @@
 //!
 //! - [`standalone`] (`cargo xtask demo`): static delegates, a bridge network
 //!   (`eth0`) and a macvlan network (`net1`).
-//! - [`kube`] (`cargo xtask demo --kube`): a local Kubernetes API server,
-//!   NetworkAttachmentDefinitions and annotated pods; `plexus` reads the pods'
-//!   networks and writes their network-status back, as on a K3s node.
+//! - [`kube`] (`cargo xtask demo --kube`): a real node (API server, containerd, kubelet) with
+//!   Plexus installed by `plexusctl install` in K3s's layout; the example NADs and pods applied
+//!   with `kubectl`, as on a K3s node.
 //!
 //! Everything happens inside a throwaway "node" network namespace, entered by
-//! a dedicated thread (plugin processes, and the API server of the kube demo,
-//! inherit its namespace), so the real host's networking is never touched.
+//! a dedicated thread (plugin processes inherit its namespace), so the real
+//! host's networking is never touched.
 //! The namespaces and the state directory are removed at the end, also when a
 //! step fails.
 
@@ -58,15 +58,14 @@ pub fn run(args: &crate::DemoArgs) -> Result {
     }
     cmd::step("prerequisites");
     ensure_debian_packages(DEMO_PACKAGES)?;
-    let apiserver = if args.kube {
-        Some(crate::apiserver::ensure()?)
-    } else {
-        None
-    };
+    if args.kube {
+        crate::apiserver::ensure()?;
+    }
     let plexus = build_plexus()?;
-    match apiserver {
-        None => in_node(standalone::NAMES, plexus, standalone::run),
-        Some(apiserver) => in_node(kube::NAMES, plexus, move |node| kube::run(node, &apiserver)),
+    if args.kube {
+        kube::run()
+    } else {
+        in_node(standalone::NAMES, plexus, standalone::run)
     }
 }
 
