@@ -193,7 +193,7 @@ fn both_annotation_forms_and_a_default_network_override_reach_running() {
 /// The IPv4 allocations of plexus-ipam's IPAMBlocks, as `address -> pod name`.
 fn ipam_allocations(node: &SharedNode) -> BTreeMap<Ipv4Addr, String> {
     let text = node
-        .kubectl(&["get", "ipamblocks", "-n", "kube-system", "-o", "json"])
+        .kubectl(&["get", "ipamblocks", "-n", "plexus-system", "-o", "json"])
         .unwrap();
     let list: Value = serde_json::from_str(&text).unwrap();
     let mut found = BTreeMap::new();

@@ -148,7 +148,7 @@ fn show_pods(node: &KubeNode) -> Result {
 fn print_leftovers(node: &KubeNode) -> Result {
     let blocks = kubectl(
         node,
-        &["get", "ipamblocks", "-n", "kube-system", "-o", "json"],
+        &["get", "ipamblocks", "-n", "plexus-system", "-o", "json"],
     )?;
     let blocks: Value = serde_json::from_str(&blocks)?;
     let allocations: Vec<String> = blocks["items"]
