@@ -105,8 +105,8 @@ pub fn run(args: &crate::BenchArgs) -> Result {
         warmup: WARMUP_RUNS,
     };
     let binaries = Binaries {
-        plexus: target.join("release/plexus"),
-        plexus_ipam: target.join("release/plexus-ipam"),
+        plexus: cmd::profile_dir(&target, "release").join("plexus"),
+        plexus_ipam: cmd::profile_dir(&target, "release").join("plexus-ipam"),
         plugin_dir: plugin_dir(),
     };
     let started = std::time::Instant::now();

@@ -48,7 +48,7 @@ pub fn run(args: &TestArgs) -> Result {
     }
 
     let target = target_dir()?;
-    let bin_dir = target.join("debug");
+    let bin_dir = cmd::profile_dir(&target, "debug");
     eprintln!("==> disk before the build: {}", disk_use(&target));
     let cargo_step = |report: &mut Report, name: &str, args: &[&str]| {
         cmd::step(name);
