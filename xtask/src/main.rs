@@ -5,11 +5,13 @@
 //! - `bench`: timing Plexus against its delegates ([`bench`]).
 //! - `fuzz`: the fuzz targets of `fuzz/` ([`fuzz`]).
 //! - `apiserver`: build and cache a kube-apiserver for the Kubernetes tests ([`apiserver`]).
+//! - `fresh`: the demo in a bare Debian root, the plugins in an old one ([`fresh`]).
 
 mod apiserver;
 mod bench;
 mod cmd;
 mod demo;
+mod fresh;
 mod fuzz;
 mod packages;
 mod test;
@@ -36,6 +38,8 @@ enum Commands {
     Apiserver(apiserver::ApiserverArgs),
     /// Run the cargo-fuzz targets of fuzz/ (longer than `test` does).
     Fuzz(fuzz::FuzzArgs),
+    /// Run the demo in a bare Debian bookworm root, then the plugins in an old Debian root.
+    Fresh(fresh::FreshArgs),
 }
 
 /// Arguments of `cargo xtask demo`.
@@ -69,6 +73,7 @@ fn main() {
         Commands::Bench(args) => bench::run(args),
         Commands::Apiserver(args) => apiserver::run(args),
         Commands::Fuzz(args) => fuzz::run(args),
+        Commands::Fresh(args) => fresh::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
