@@ -61,6 +61,8 @@ const KEYRINGS: &[&str] = &[
 
 /// Where the toolchain is mounted inside the bookworm root.
 const TOOLCHAIN_MOUNT: &str = "opt/rust";
+/// Where Debian keeps the CAs a machine's administrator added.
+const LOCAL_CAS: &str = "/usr/local/share/ca-certificates";
 /// coreutils' `chroot` (by path: the commands run with a cleared environment).
 const CHROOT: &str = "/usr/sbin/chroot";
 /// The binaries the old-distribution check runs.
@@ -124,6 +126,7 @@ fn demo_in_bookworm(root: &Root, mirror: &str, out: &Path, steps: &mut Steps) ->
         }
         root.bind(&toolchain()?, TOOLCHAIN_MOUNT, true)
     })?;
+    steps.time("trust this machine's local CAs", || trust_local_cas(root))?;
     let project = root.path.join("root/plexus");
     steps.time("git clone", || {
         cmd::run(
@@ -270,6 +273,25 @@ fn write_resolv_conf(root: &Path) -> Result {
     let _ = fs::remove_file(&path);
     fs::write(&path, conf).map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(())
+}
+
+/// The certificate authorities this machine's administrator added (`/usr/local/share/
+/// ca-certificates`), which a network that intercepts HTTPS needs: the root trusts them too, as
+/// any fresh machine on this network would. Debian's own CA list is the root's.
+fn trust_local_cas(root: &Root) -> Result {
+    let host = Path::new(LOCAL_CAS);
+    let Ok(entries) = fs::read_dir(host) else {
+        return Ok(());
+    };
+    let inside = root.path.join(LOCAL_CAS.trim_start_matches('/'));
+    fs::create_dir_all(&inside)?;
+    for entry in entries.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "crt") {
+            println!("trusting {}", entry.path().display());
+            fs::copy(entry.path(), inside.join(entry.file_name()))?;
+        }
+    }
+    root.run_shell("update-ca-certificates >/dev/null")
 }
 
 /// The directory of the Rust toolchain that runs us (`rustc --print sysroot`).
