@@ -10,7 +10,10 @@ use std::process::{exit, Command};
 /// etcd-client's build script needs both the compiler and the well-known types it imports.
 const BUILD_PACKAGES: &[(&str, &str)] = &[
     ("protobuf-compiler", "/usr/bin/protoc"),
-    ("libprotobuf-dev", "/usr/include/google/protobuf/descriptor.proto"),
+    (
+        "libprotobuf-dev",
+        "/usr/include/google/protobuf/descriptor.proto",
+    ),
 ];
 
 fn run(cmd: &mut Command) -> bool {
