@@ -65,7 +65,7 @@ pub fn inspect(path: &Path) -> Result<Linking> {
     let dynamic = sections.dynamic_table(endian, &*data).map_err(bad)?;
     let mut needed = Vec::new();
     for entry in &dynamic {
-        if entry.tag == i64::from(DT_NEEDED) {
+        if entry.tag == DT_NEEDED {
             let name = dynamic.string(entry).map_err(bad)?;
             needed.push(String::from_utf8_lossy(name).into_owned());
         }
