@@ -10,6 +10,8 @@
 //!   tokens rotate (Multus #852: expired tokens are its most reported failure); kube re-reads a
 //!   `tokenFile` at most once a minute and sends its trailing newline.
 //! * **A user agent** `<program>/<version>`, so that audit logs tell Plexus's binaries apart.
+//! * **Host names resolved in Rust** ([`resolve`]): the binaries link glibc statically, whose
+//!   `getaddrinfo` would load the node's own NSS modules.
 //!
 //! Each caller bounds its calls by its own timeout and sorts kube's errors into its own error
 //! type; [`error_chain`] and [`is_tls_error`] help with that.
@@ -19,6 +21,7 @@
 //! panics at the first connection.
 
 mod errors;
+pub mod resolve;
 mod token_file;
 
 use std::error::Error as StdError;
@@ -125,7 +128,7 @@ pub fn connect(
         None
     };
 
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(resolve::PureResolver::default());
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(timeout));

@@ -90,8 +90,8 @@ fn create_unique_netns(prefix: &str) -> (String, PathBuf) {
 }
 
 /// Directory of the Plexus binaries: `PLEXUS_BIN_DIR` if set, else the cargo
-/// profile directory of the running test (`target/debug/deps/x` →
-/// `target/debug`).
+/// profile directory of the running test (`target/<triple>/debug/deps/x` →
+/// `target/<triple>/debug`).
 pub fn plexus_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PLEXUS_BIN_DIR") {
         return PathBuf::from(dir);

@@ -60,7 +60,46 @@ fn kube_api_against_a_real_apiserver() {
         hung_server_times_out_and_is_named(&cluster).await;
         untrusted_certificate_is_a_tls_error(&cluster).await;
         nad_without_the_crd_is_an_error(&cluster, &api).await;
+        host_name_in_the_kubeconfig(&cluster).await;
     });
+}
+
+/// A host name instead of the IP address in the kubeconfig: resolved in Rust (here from
+/// `/etc/hosts`; the static binaries never call glibc's resolver), and the certificate is
+/// verified against that name: the API server's own certificate does not name `localhost`, so
+/// the handshake fails on exactly that until the kubeconfig's `tls-server-name` names one it does.
+async fn host_name_in_the_kubeconfig(cluster: &LocalCluster) {
+    let text = std::fs::read_to_string(cluster.sa_kubeconfig()).unwrap();
+    let by_name = text.replace("https://127.0.0.1:", "https://localhost:");
+    assert_ne!(text, by_name, "the kubeconfig names 127.0.0.1");
+    let client = |name: &str, kubeconfig: String| {
+        let path = cluster.dir().join(name);
+        std::fs::write(&path, kubeconfig).unwrap();
+        async move {
+            KubeApi::from_kubeconfig(&path, TIMEOUT)
+                .await
+                .expect("a client from a kubeconfig naming localhost")
+        }
+    };
+
+    let api = client("sa-localhost.kubeconfig", by_name.clone()).await;
+    let err = api.get_pod("default", "nope").await.unwrap_err();
+    eprintln!("localhost, not in the certificate: {err}");
+    assert!(
+        err.to_string().contains("not valid for name \"localhost\""),
+        "{err}"
+    );
+
+    let server_line = by_name
+        .lines()
+        .find(|line| line.trim_start().starts_with("server: "))
+        .expect("a server line");
+    let with_tls_name = by_name.replace(
+        server_line,
+        &format!("{server_line}\n    tls-server-name: kubernetes"),
+    );
+    let api = client("sa-localhost-tls-name.kubeconfig", with_tls_name).await;
+    assert!(api.get_pod("default", "nope").await.unwrap().is_none());
 }
 
 async fn missing_objects_are_none(api: &KubeApi) {

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: what Plexus costs on top of the plugins it delegates to.
 //!
-//! The bench builds `plexus` and `plexus-ipam` in release mode and runs every benchmark of
+//! The bench builds the shipped binaries in release mode and runs every benchmark of
 //! [`BENCHMARKS`] in turn against the real reference plugins, a real etcd and a real
 //! kube-apiserver. Each benchmark is a function that sets up what it needs and returns one
 //! [`Section`] of [`Figure`]s; the [`Report`] prints them all as a table and writes the same
@@ -16,6 +16,7 @@
 //!   the API requests per ADD and DEL ([`audit`] reads them from the API server's audit log);
 //! * [`pods`]: pods per second attached end to end, 200 pods over 4 simulated nodes;
 //! * [`ipam`]: `plexus-ipam`'s stores under concurrency and in a large, full pool;
+//! * [`sizes`]: each shipped binary's size, next to Multus's and Whereabouts's;
 //! * [`cycle`] runs one pod through `plexus` or its delegates directly, [`process`] runs one
 //!   process with its time and memory, [`lab`] is the node and its pods, [`report`] the figures.
 //!
@@ -43,6 +44,7 @@ mod memory;
 mod pods;
 mod process;
 mod report;
+mod sizes;
 
 use lab::Lab;
 use report::{Report, Section};
@@ -71,6 +73,7 @@ const BENCHMARKS: &[Benchmark] = &[
     ("pods", pods::pods),
     ("ipam_concurrency", ipam::concurrency),
     ("ipam_fill", ipam::fill),
+    ("sizes", sizes::sizes),
 ];
 
 /// Why the bench refuses to run as another user.
@@ -86,27 +89,15 @@ pub fn run(args: &crate::BenchArgs) -> Result {
     let root = cmd::workspace_root();
     let target = target_dir(&root);
     if !args.no_build {
-        cmd::step("Building plexus and plexus-ipam (release)");
-        cmd::run(cmd::cargo().current_dir(&root).args([
-            "build",
-            "--release",
-            "-p",
-            "plexus",
-            "-p",
-            "plexus-ipam",
-            "--bin",
-            "plexus",
-            "--bin",
-            "plexus-ipam",
-        ]))?;
+        crate::binaries::build_release()?;
     }
     let settings = Settings {
         runs: args.runs,
         warmup: WARMUP_RUNS,
     };
     let binaries = Binaries {
-        plexus: target.join("release/plexus"),
-        plexus_ipam: target.join("release/plexus-ipam"),
+        plexus: cmd::profile_dir(&target, "release").join("plexus"),
+        plexus_ipam: cmd::profile_dir(&target, "release").join("plexus-ipam"),
         plugin_dir: plugin_dir(),
     };
     let started = std::time::Instant::now();

@@ -78,6 +78,30 @@ pub fn cargo() -> Command {
     cargo
 }
 
+/// Cargo's target directory for this workspace (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> Result<PathBuf> {
+    let json = output(cargo().current_dir(workspace_root()).args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+    ]))?;
+    let meta: serde_json::Value = serde_json::from_str(&json)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata gave no target_directory".into())
+}
+
+/// The target triple every build names (`build.target` in `.cargo/config.toml`, which links the
+/// C library statically): binaries are in `<target dir>/x86_64-unknown-linux-gnu/<profile>`.
+pub const BUILD_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Where a profile's (`debug`, `release`) binaries are, under cargo's target directory.
+pub fn profile_dir(target_dir: &Path, profile: &str) -> PathBuf {
+    target_dir.join(BUILD_TARGET).join(profile)
+}
+
 /// The workspace root: the parent of this crate's manifest directory.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -5,11 +5,14 @@
 //! - `bench`: timing Plexus against its delegates ([`bench`]).
 //! - `fuzz`: the fuzz targets of `fuzz/` ([`fuzz`]).
 //! - `apiserver`: build and cache a kube-apiserver and kubelet for the Kubernetes tests ([`apiserver`]).
+//! - `fresh`: the demo in a bare Debian root, the plugins in an old one ([`fresh`]).
 
 mod apiserver;
 mod bench;
+mod binaries;
 mod cmd;
 mod demo;
+mod fresh;
 mod fuzz;
 mod packages;
 mod test;
@@ -38,6 +41,8 @@ enum Commands {
     Apiserver(apiserver::ApiserverArgs),
     /// Run the cargo-fuzz targets of fuzz/ (longer than `test` does).
     Fuzz(fuzz::FuzzArgs),
+    /// Run the demo in a bare Debian bookworm root, then the plugins in an old Debian root.
+    Fresh(fresh::FreshArgs),
 }
 
 /// Arguments of `cargo xtask demo`.
@@ -55,7 +60,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
     /// Run only these benchmarks (repeatable): latency, memory, ipam_memory, kubernetes, pods,
-    /// ipam_concurrency, ipam_fill.
+    /// ipam_concurrency, ipam_fill, sizes.
     #[arg(long, value_name = "BENCHMARK")]
     pub only: Vec<String>,
     /// Use the release binaries already built instead of building them first.
@@ -71,6 +76,7 @@ fn main() {
         Commands::Bench(args) => bench::run(args),
         Commands::Apiserver(args) => apiserver::run(args),
         Commands::Fuzz(args) => fuzz::run(args),
+        Commands::Fresh(args) => fresh::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -2,13 +2,13 @@
 //! before committing.
 //!
 //! Steps: install the Debian packages the tests drive, check formatting, lint,
-//! build the binaries, then run every test with `PLEXUS_BIN_DIR` pointing at
+//! build the binaries, build the shipped ones in release mode and check that they are static
+//! and small ([`crate::binaries`]), then run every test with `PLEXUS_BIN_DIR` pointing at
 //! the freshly built binaries, then run each fuzz target for a while
 //! ([`crate::fuzz`], `PLEXUS_FUZZ_SECONDS`). A summary of the steps, and the
 //! test counts, closes the output; the exit status is non-zero if any step failed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,8 +47,8 @@ pub fn run(args: &TestArgs) -> Result {
         return report.finish(None);
     }
 
-    let target = target_dir()?;
-    let bin_dir = target.join("debug");
+    let target = cmd::target_dir()?;
+    let bin_dir = cmd::profile_dir(&target, "debug");
     eprintln!("==> disk before the build: {}", disk_use(&target));
     let cargo_step = |report: &mut Report, name: &str, args: &[&str]| {
         cmd::step(name);
@@ -73,6 +73,14 @@ pub fn run(args: &TestArgs) -> Result {
         "cargo build",
         &["build", "--workspace", "--bins"],
     );
+
+    if built {
+        cmd::step("shipped binaries (release): static, at most 15 MB");
+        let result = crate::binaries::build_release().and_then(|dir| crate::binaries::check(&dir));
+        report.record("static binaries", result);
+    } else {
+        report.skip("static binaries", "the build failed");
+    }
 
     let mut counts = None;
     if built {
@@ -165,21 +173,6 @@ pub fn ensure_test_prerequisites() -> Result {
     ensure_debian_packages(TEST_PACKAGES)?;
     crate::apiserver::ensure()?;
     Ok(())
-}
-
-/// Cargo's target directory for this workspace (honours `CARGO_TARGET_DIR`).
-fn target_dir() -> Result<PathBuf> {
-    let json = cmd::output(cmd::cargo().current_dir(cmd::workspace_root()).args([
-        "metadata",
-        "--format-version",
-        "1",
-        "--no-deps",
-    ]))?;
-    let meta: serde_json::Value = serde_json::from_str(&json)?;
-    meta["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .ok_or_else(|| "cargo metadata gave no target_directory".into())
 }
 
 /// Totals of the `test result:` lines of a `cargo test` run.

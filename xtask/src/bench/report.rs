@@ -52,7 +52,7 @@ pub(super) struct Figure {
     pub(super) key: String,
     /// Its label in the table.
     pub(super) label: String,
-    /// `ms`, `%`, `KiB` or `req` (API requests).
+    /// `ms`, `%`, `KiB`, `MB` or `req` (API requests).
     pub(super) unit: &'static str,
     pub(super) measure: Measure,
 }
@@ -80,6 +80,7 @@ impl Figure {
     pub(super) fn format(&self, x: f64) -> String {
         match self.unit {
             "KiB" => format!("{x:.0}"),
+            "MB" => format!("{x:.1}"),
             "req" if x.fract() == 0.0 => format!("{x:.0}"),
             "req" => format!("{x:.1}"),
             "%" => format!("{x:+.1}"),

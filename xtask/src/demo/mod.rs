@@ -124,7 +124,7 @@ fn build_plexus() -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("debug/plexus"))
+    Ok(cmd::profile_dir(&target, "debug").join("plexus"))
 }
 
 /// Deletes a demo's namespaces (best effort) and returns the names of those
