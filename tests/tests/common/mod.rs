@@ -289,16 +289,23 @@ impl Lab {
             "cache entries left: {:?}",
             self.cache_entries()
         );
-        let node_links: Vec<String> = links::links(None)
-            .unwrap()
-            .into_iter()
-            .filter(|l| l.kind.as_deref() == Some("macvlan") || l.name.starts_with("veth"))
-            .map(|l| l.name)
-            .collect();
-        assert!(
-            node_links.is_empty(),
-            "links left on the node: {node_links:?}"
-        );
+        // A pod namespace that was deleted takes its veth pairs with it, but the kernel does
+        // that in a deferred clean-up of the namespace: give it a few seconds.
+        let node_links = || -> Vec<String> {
+            links::links(None)
+                .unwrap()
+                .into_iter()
+                .filter(|l| l.kind.as_deref() == Some("macvlan") || l.name.starts_with("veth"))
+                .map(|l| l.name)
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut left = node_links();
+        while !left.is_empty() && pod.is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            left = node_links();
+        }
+        assert!(left.is_empty(), "links left on the node: {left:?}");
     }
 }
 
