@@ -27,6 +27,7 @@ use plexus::netns::{self, NetnsError};
 pub mod cluster;
 pub mod cri;
 pub mod etcd;
+pub mod ipam;
 pub mod node;
 pub mod podman;
 pub mod podresources;

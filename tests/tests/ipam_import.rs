@@ -24,6 +24,7 @@ use plexus_ipam::import::{self, ImportError, ImportOptions};
 use plexus_ipam::range::IpRange;
 use plexus_ipam::store::{Owner, Pool, Store};
 use plexus_tests::cluster::{self, LocalCluster};
+use plexus_tests::ipam::{ip, owner, pool};
 
 /// Where Whereabouts keeps its objects.
 const NS: &str = "kube-system";
@@ -133,30 +134,6 @@ impl Env {
         }
         out
     }
-}
-
-fn pool(network: &str, cidr: &str) -> Pool {
-    Pool {
-        network: network.into(),
-        range: IpRange::parse(cidr, None, None, &[], None).expect("a range"),
-        overlapping: true,
-    }
-}
-
-fn owner(pod: &str, node: &str) -> Owner {
-    Owner {
-        pod_namespace: "default".into(),
-        pod_name: pod.into(),
-        pod_uid: format!("uid-{pod}"),
-        container_id: format!("ctr-{pod}"),
-        ifname: "net1".into(),
-        node: node.into(),
-        claim: String::new(),
-    }
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("an address")
 }
 
 /// Runs a binary of the workspace: its exit status, stdout and stderr.

@@ -29,6 +29,7 @@ use plexus_ipam::pools;
 use plexus_ipam::range::IpRange;
 use plexus_ipam::store::{Owner, Pool, Store, StoreError};
 use plexus_tests::cluster::{self, LocalCluster, SA_USER};
+use plexus_tests::ipam::{ip, owner, pool, range};
 use serde::{Deserialize, Serialize};
 
 /// The namespace of the IPAM objects (where the shipped RBAC grants them).
@@ -76,34 +77,6 @@ impl Env {
             .await
             .expect("a store from the service account's kubeconfig")
     }
-}
-
-fn range(cidr: &str) -> IpRange {
-    IpRange::parse(cidr, None, None, &[], None).expect("a valid range")
-}
-
-fn pool(network: &str, cidr: &str) -> Pool {
-    Pool {
-        network: network.into(),
-        range: range(cidr),
-        overlapping: true,
-    }
-}
-
-fn owner(pod: &str, node: &str) -> Owner {
-    Owner {
-        pod_namespace: "default".into(),
-        pod_name: pod.into(),
-        pod_uid: format!("uid-{pod}"),
-        container_id: format!("ctr-{pod}"),
-        ifname: "net1".into(),
-        node: node.into(),
-        claim: String::new(),
-    }
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("an address")
 }
 
 async fn block(env: &Env, name: &str) -> Option<IpamBlock> {

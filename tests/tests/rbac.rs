@@ -37,6 +37,7 @@ use plexus_ipam::backends::kubernetes::{KubeClient, KubeOptions, KubeStore, DEFA
 use plexus_ipam::range::IpRange;
 use plexus_ipam::store::{Owner, Pool, Store};
 use plexus_tests::cluster::{IPAM_NAMESPACE, SA_USER};
+use plexus_tests::ipam::pool;
 use plexus_tests::{cni_plugin_dir, plexus_bin_dir, root_or_skip, TestPod};
 use serde_json::{json, Value};
 
@@ -179,24 +180,8 @@ async fn store(env: &Kube, node: &str, hints: &std::path::Path) -> KubeStore {
     .expect("a store from the service account's kubeconfig")
 }
 
-fn pool(network: &str, cidr: &str) -> Pool {
-    Pool {
-        network: network.into(),
-        range: IpRange::parse(cidr, None, None, &[], None).unwrap(),
-        overlapping: true,
-    }
-}
-
 fn owner(pod: &str, node: &str) -> Owner {
-    Owner {
-        pod_namespace: POD_NAMESPACE.into(),
-        pod_name: pod.into(),
-        pod_uid: format!("uid-{pod}"),
-        container_id: format!("ctr-{pod}"),
-        ifname: "net1".into(),
-        node: node.into(),
-        claim: String::new(),
-    }
+    plexus_tests::ipam::owner_in(POD_NAMESPACE, pod, node)
 }
 
 /// The name of the Lease of the (only) block of `pool`.
