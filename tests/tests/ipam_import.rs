@@ -21,8 +21,7 @@ use plexus_crds::whereabouts::{
 use plexus_crds::IpamBlock;
 use plexus_ipam::backends::kubernetes::{KubeOptions, KubeStore, DEFAULT_TIMEOUT};
 use plexus_ipam::import::{self, ImportError, ImportOptions};
-use plexus_ipam::range::IpRange;
-use plexus_ipam::store::{Owner, Pool, Store};
+use plexus_ipam::store::Store;
 use plexus_tests::cluster::{self, LocalCluster};
 use plexus_tests::ipam::{ip, owner, pool};
 

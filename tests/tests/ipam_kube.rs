@@ -29,7 +29,7 @@ use plexus_ipam::pools;
 use plexus_ipam::range::IpRange;
 use plexus_ipam::store::{Owner, Pool, Store, StoreError};
 use plexus_tests::cluster::{self, LocalCluster, SA_USER};
-use plexus_tests::ipam::{ip, owner, pool, range};
+use plexus_tests::ipam::{ip, owner, pool};
 use serde::{Deserialize, Serialize};
 
 /// The namespace of the IPAM objects (where the shipped RBAC grants them).

@@ -34,7 +34,6 @@ use kube::core::ObjectMeta;
 use plexus_crds::{IpamBlock, IpamClaim, IpamClaimSpec};
 use plexus_ipam::backends::kubernetes::layout::Layout;
 use plexus_ipam::backends::kubernetes::{KubeClient, KubeOptions, KubeStore, DEFAULT_TIMEOUT};
-use plexus_ipam::range::IpRange;
 use plexus_ipam::store::{Owner, Pool, Store};
 use plexus_tests::cluster::{IPAM_NAMESPACE, SA_USER};
 use plexus_tests::ipam::pool;
