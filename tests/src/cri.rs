@@ -124,7 +124,7 @@ impl Containerd {
             Err(e) => {
                 let mut child = child;
                 let log = log_tail(&dir.path().join("containerd.log"));
-                terminate(&mut child);
+                crate::terminate(&mut child, STOP_TIMEOUT);
                 unmount_under(dir.path());
                 panic!("containerd did not start: {e}\n--- containerd log ---\n{log}");
             }
@@ -294,7 +294,7 @@ impl Drop for Containerd {
         }
         self.remove_all_sandboxes();
         let socket = self.socket();
-        terminate(&mut self.child);
+        crate::terminate(&mut self.child, STOP_TIMEOUT);
         kill_shims(&socket);
         unmount_under(self.dir.path());
     }
@@ -478,21 +478,6 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-/// SIGTERM, then SIGKILL if containerd has not exited in [`STOP_TIMEOUT`].
-fn terminate(child: &mut Child) {
-    let pid = Pid::from_raw(child.id() as i32);
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Kills the shims containerd started for `socket` (shims outlive

@@ -90,6 +90,21 @@ fn create_unique_netns(prefix: &str) -> (String, PathBuf) {
     panic!("cannot find a free network namespace name with prefix {prefix}");
 }
 
+/// Stops `child`: SIGTERM, then SIGKILL if it has not exited within `grace`.
+pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Directory of the Plexus binaries: `PLEXUS_BIN_DIR` if set, else the cargo
 /// profile directory of the running test (`target/<triple>/debug/deps/x` →
 /// `target/<triple>/debug`).

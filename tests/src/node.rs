@@ -628,7 +628,7 @@ impl KubeNode {
 
     fn stop_kubelet(&mut self) {
         if let Some(mut child) = self.kubelet.take() {
-            terminate(&mut child, Duration::from_secs(10));
+            crate::terminate(&mut child, Duration::from_secs(10));
         }
     }
 
@@ -1072,21 +1072,6 @@ impl std::ops::DerefMut for SharedNode {
     fn deref_mut(&mut self) -> &mut KubeNode {
         self.0.as_mut().expect("the shared node runs")
     }
-}
-
-/// SIGTERM, then SIGKILL after `grace`.
-fn terminate(child: &mut Child, grace: Duration) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Detaches every mount below `dir`, the deepest first; returns those still there.
