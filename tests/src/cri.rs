@@ -36,7 +36,6 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use nix::mount::{umount2, MntFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -125,7 +124,7 @@ impl Containerd {
                 let mut child = child;
                 let log = log_tail(&dir.path().join("containerd.log"));
                 crate::terminate(&mut child, STOP_TIMEOUT);
-                unmount_under(dir.path());
+                crate::unmount_under(dir.path());
                 panic!("containerd did not start: {e}\n--- containerd log ---\n{log}");
             }
         };
@@ -296,7 +295,7 @@ impl Drop for Containerd {
         let socket = self.socket();
         crate::terminate(&mut self.child, STOP_TIMEOUT);
         kill_shims(&socket);
-        unmount_under(self.dir.path());
+        crate::unmount_under(self.dir.path());
     }
 }
 
@@ -520,22 +519,6 @@ fn processes() -> impl Iterator<Item = Process> {
                     .collect(),
             })
         })
-}
-
-/// Detaches every mount below `dir` (snapshots, sandbox `/dev/shm`), the
-/// deepest first.
-fn unmount_under(dir: &Path) {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for point in points {
-        let _ = umount2(&point, MntFlags::MNT_DETACH);
-    }
 }
 
 #[cfg(test)]

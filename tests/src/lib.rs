@@ -90,6 +90,26 @@ fn create_unique_netns(prefix: &str) -> (String, PathBuf) {
     panic!("cannot find a free network namespace name with prefix {prefix}");
 }
 
+/// Detaches every mount below `dir` (snapshots, sandbox `/dev/shm`, the kubelet's bind
+/// mounts), the deepest first; returns those still there.
+pub fn unmount_under(dir: &Path) -> Vec<PathBuf> {
+    let mounts_under = || -> Vec<PathBuf> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<PathBuf> = mountinfo
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(|p| PathBuf::from(p.replace("\\040", " ")))
+            .filter(|p| p.starts_with(dir))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        points
+    };
+    for point in mounts_under() {
+        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+    }
+    mounts_under()
+}
+
 /// Stops `child`: SIGTERM, then SIGKILL if it has not exited within `grace`.
 pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);

@@ -917,7 +917,7 @@ impl KubeNode {
         drop(self.cluster.take());
         let root = self.root.take();
         if let Some(root) = &root {
-            let left = unmount_under(root.path());
+            let left = crate::unmount_under(root.path());
             if !left.is_empty() {
                 problems.push(format!("mounts left: {left:?}"));
             }
@@ -1072,25 +1072,6 @@ impl std::ops::DerefMut for SharedNode {
     fn deref_mut(&mut self) -> &mut KubeNode {
         self.0.as_mut().expect("the shared node runs")
     }
-}
-
-/// Detaches every mount below `dir`, the deepest first; returns those still there.
-fn unmount_under(dir: &Path) -> Vec<PathBuf> {
-    let mounts_under = || -> Vec<PathBuf> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<PathBuf> = mountinfo
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .map(|p| PathBuf::from(p.replace("\\040", " ")))
-            .filter(|p| p.starts_with(dir))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        points
-    };
-    for point in mounts_under() {
-        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-    }
-    mounts_under()
 }
 
 /// Removes `cgroup` (and what is below it) from every cgroup hierarchy; returns what could not
