@@ -11,6 +11,7 @@
 //!   [`import`] brings Whereabouts's allocations into the Kubernetes store.
 
 pub mod backends;
+pub mod claimed;
 pub mod config;
 pub mod gc;
 pub mod import;
