@@ -8,7 +8,6 @@
 pub mod cache;
 pub mod commands;
 pub mod config;
-pub mod ctl;
 pub mod default_routes;
 pub mod delegate;
 pub mod devices;

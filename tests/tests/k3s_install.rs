@@ -107,12 +107,12 @@ impl Node {
     }
 }
 
-/// The `plexusctl` binary built next to `plexus`.
+/// The `plexusctl` binary (crate `plexusctl`), built next to `plexus`.
 fn plexusctl() -> PathBuf {
     let path = plexus_bin_dir().join("plexusctl");
     assert!(
         path.is_file(),
-        "{} is missing: run `cargo build -p plexus` first",
+        "{} is missing: run `cargo build -p plexusctl` first",
         path.display()
     );
     path

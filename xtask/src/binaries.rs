@@ -15,7 +15,7 @@ use crate::cmd::{self, Result};
 
 /// The shipped binaries: those `plexusctl install` copies, and `plexusctl`.
 pub fn shipped() -> Vec<&'static str> {
-    plexus::ctl::install::binaries::BINARIES
+    plexusctl::install::binaries::BINARIES
         .iter()
         .map(|(name, _)| *name)
         .chain(["plexusctl"])
@@ -83,7 +83,7 @@ pub fn build_release() -> Result<PathBuf> {
     let root = cmd::workspace_root();
     let mut build = cmd::cargo();
     build.current_dir(&root).arg("build").arg("--release");
-    for package in ["plexus", "plexus-ipam", "plexus-sriov"] {
+    for package in ["plexus", "plexusctl", "plexus-ipam", "plexus-sriov"] {
         build.args(["-p", package]);
     }
     for name in shipped() {

@@ -119,7 +119,7 @@ fn build_plexus() -> Result<PathBuf> {
     cmd::run(
         cmd::cargo()
             .current_dir(&root)
-            .args(["build", "-p", "plexus", "-p", "plexus-ipam"]),
+            .args(["build", "-p", "plexus", "-p", "plexusctl", "-p", "plexus-ipam"]),
     )?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -45,7 +45,7 @@ use thiserror::Error;
 use self::atomic::Change;
 use self::binaries::Installed;
 use self::layout::{Layout, LayoutOptions};
-use crate::config::DEFAULT_CNI_DIR;
+use plexus::config::DEFAULT_CNI_DIR;
 
 /// Why `plexusctl install` failed.
 #[derive(Debug, Error)]

@@ -431,7 +431,7 @@ fn render_gc(report: &GcReport, dry_run: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::{Cli, Command};
+    use crate::{Cli, Command};
     use clap::Parser;
 
     #[test]

@@ -16,7 +16,7 @@ use plexus_cni::SpecVersion;
 use serde_json::{json, Map, Value};
 
 use super::InstallError;
-use crate::resolve;
+use plexus::resolve;
 
 /// The generated file's name.
 pub const FILE_NAME: &str = "00-plexus.conflist";

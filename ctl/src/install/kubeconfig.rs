@@ -128,7 +128,7 @@ pub fn render(server: &str, ca: &Path, token: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::install::layout::LayoutOptions;
+    use crate::install::layout::LayoutOptions;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
