@@ -15,7 +15,6 @@ pub mod k8s;
 pub mod logging;
 pub mod network_status;
 pub mod plan;
-pub mod pod_networks;
 pub mod readiness;
 pub mod resolve;
 pub mod teardown;

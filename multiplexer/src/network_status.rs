@@ -4,10 +4,10 @@ use plexus_cni::{CniError, CniResult};
 
 use crate::devices::device_info;
 use crate::k8s::client::KubeApi;
+use crate::k8s::pod_networks::PodInfo;
 use crate::k8s::selection::NETWORK_STATUS_ANNOTATION;
 use crate::k8s::status::{self, NetworkStatus};
 use crate::plan::Attachment;
-use crate::pod_networks::PodInfo;
 
 /// The status entries of every attachment, in order; the primary's is marked `default`. Each
 /// carries the content of its device-info file, when it has one.

@@ -13,8 +13,8 @@ use super::Context;
 use crate::cache::{CacheEntry, CacheError, CachedAttachment, CACHE_KIND};
 use crate::devices::device_info;
 use crate::k8s::client::KubeApi;
+use crate::k8s::pod_networks::{self, PodInfo, PodRef};
 use crate::plan::{self, Attachment};
-use crate::pod_networks::{self, PodInfo, PodRef};
 use crate::{default_routes, links, network_status, readiness, resolve, teardown};
 
 /// Runs ADD and returns the primary network's result in Plexus's own version.
@@ -22,7 +22,7 @@ pub(super) async fn run(ctx: &Context) -> Result<Value, CniError> {
     if let Some(file) = &ctx.config.readiness_indicator_file {
         readiness::wait_for(file, ctx.config.readiness_timeout()?).await?;
     }
-    let kube = ctx.kube_api().await?;
+    let kube = crate::k8s::connect(&ctx.config).await?;
     let pod = match (&kube, PodRef::from_cni_args(&ctx.env.args)) {
         (Some(api), Some(pod)) => {
             Some(pod_networks::load_pod(api, pod, &ctx.config.runtime_config).await?)

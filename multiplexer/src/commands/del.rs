@@ -7,7 +7,7 @@ use super::Context;
 use crate::cache::{CacheError, CachedAttachment};
 use crate::delegate::Delegate;
 use crate::devices::device_info;
-use crate::pod_networks::{self, PodRef};
+use crate::k8s::pod_networks::{self, PodRef};
 use crate::{plan, resolve, teardown};
 
 /// Runs DEL. A missing network namespace is tolerated; a repeated DEL succeeds.
@@ -65,8 +65,10 @@ fn existing_netns(ctx: &Context) -> String {
 /// twice: at StopPodSandbox and at RemovePodSandbox), so an API server that cannot be asked is
 /// no reason to fail: what the configuration names is torn down, and the DEL succeeds.
 async fn without_cache(ctx: &Context) -> Result<Vec<CachedAttachment>, CniError> {
-    if let (Some(pod), Ok(Some(api))) = (PodRef::from_cni_args(&ctx.env.args), ctx.kube_api().await)
-    {
+    if let (Some(pod), Ok(Some(api))) = (
+        PodRef::from_cni_args(&ctx.env.args),
+        crate::k8s::connect(&ctx.config).await,
+    ) {
         let from_api = async {
             let info = pod_networks::load_pod(&api, pod, &ctx.config.runtime_config).await?;
             pod_networks::pod_delegates(&ctx.config, &api, &info).await

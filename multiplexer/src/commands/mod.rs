@@ -17,7 +17,6 @@ use serde_json::Value;
 
 use crate::cache::{Cache, CachedAttachment};
 use crate::config::PlexusConfig;
-use crate::k8s::client::KubeApi;
 use crate::logging;
 
 /// The `plexus` meta-plugin.
@@ -54,20 +53,6 @@ impl Context {
             .as_ref()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default()
-    }
-
-    /// The Kubernetes API client when Plexus is configured for one: `kubeconfig`, else the
-    /// in-cluster environment; `None` for a node without Kubernetes (static delegates only).
-    pub async fn kube_api(&self) -> Result<Option<KubeApi>, CniError> {
-        let timeout = self.config.api_timeout()?;
-        let api = match &self.config.kubeconfig {
-            Some(path) => KubeApi::from_kubeconfig(path, timeout).await,
-            None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
-                KubeApi::in_cluster(timeout)
-            }
-            None => return Ok(None),
-        };
-        api.map(Some).map_err(CniError::from)
     }
 
     /// The runtime context for one cached attachment.

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 
 use plexus_cni::config::for_each_plugin_mut;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::DevicesByResource;
 
 /// The device one attachment uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     /// The device-plugin resource (`intel.com/sriov_net`).
     pub resource_name: String,

@@ -13,8 +13,8 @@
 //!   Multus, where an empty list marks every attachment for default-route removal and adds none.
 //!   (Multus keeps a default route the owner's own plugin installed in a family it has a gateway
 //!   for, next to the one it adds; Plexus replaces it, so the pod ends with exactly the asked
-//!   gateways.) [`DefaultRoute::strips`] and [`DefaultRoute::gateways_for`] say what to do to
-//!   each attachment; [`apply`] does both to a result.
+//!   gateways.) [`DefaultRoute::gateways_for`] says which gateways each attachment gets; [`apply`]
+//!   strips a result's default routes and adds those.
 //! * Without an owner nothing changes.
 
 use std::net::IpAddr;
@@ -22,12 +22,13 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use plexus_cni::result::{CniResult, Route};
 use plexus_cni::{CniError, ErrorCode};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::selection::NetworkSelection;
 
 /// The attachment that owns the pod's default route, and its gateways.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefaultRoute {
     /// The owner's position in the attachment list given to [`owner`].
     pub index: usize,
@@ -37,12 +38,6 @@ pub struct DefaultRoute {
 }
 
 impl DefaultRoute {
-    /// Which default routes (IPv4, IPv6) to remove from attachment `index`: all of them, on
-    /// every attachment, since the owner's routes are replaced by its gateways.
-    pub fn strips(&self, _index: usize) -> (bool, bool) {
-        (true, true)
-    }
-
     /// The gateways attachment `index` gets a default route through: the owner's, or none.
     pub fn gateways_for(&self, index: usize) -> &[IpAddr] {
         if index == self.index {
@@ -197,8 +192,9 @@ pub fn apply(
     result: &mut CniResult,
     iface_index: Option<usize>,
 ) {
-    let (v4, v6) = owner.strips(index);
-    strip_default_routes(result, v4, v6);
+    // Every attachment loses its default routes of both families: the owner's are replaced by
+    // its gateways.
+    strip_default_routes(result, true, true);
     for gw in owner.gateways_for(index) {
         set_default_gateway(result, *gw, iface_index);
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1 as k8s;
 use kube::api::{Api, ObjectMeta, PostParams};
-use plexus::pod_networks::POD_ANNOTATIONS_CAPABILITY;
+use plexus::k8s::pod_networks::POD_ANNOTATIONS_CAPABILITY;
 use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use plexus_tests::cluster::{self, LocalCluster, SA_USER};
 use serde_json::{json, Value};

@@ -116,11 +116,15 @@ fn in_node(
 fn build_plexus() -> Result<PathBuf> {
     cmd::step("building plexus");
     let root = cmd::workspace_root();
-    cmd::run(
-        cmd::cargo()
-            .current_dir(&root)
-            .args(["build", "-p", "plexus", "-p", "plexusctl", "-p", "plexus-ipam"]),
-    )?;
+    cmd::run(cmd::cargo().current_dir(&root).args([
+        "build",
+        "-p",
+        "plexus",
+        "-p",
+        "plexusctl",
+        "-p",
+        "plexus-ipam",
+    ]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
