@@ -21,7 +21,7 @@ pub struct RuntimeContext {
     /// `CNI_CONTAINERID`.
     pub container_id: String,
     /// `CNI_NETNS` (empty when there is none, as on a DEL after the sandbox is gone).
-    pub netns: String,
+    pub netns: PathBuf,
     /// `CNI_IFNAME`.
     pub ifname: String,
     /// `CNI_ARGS`, joined.
@@ -148,7 +148,7 @@ fn invocation(command: Command, ctx: &RuntimeContext) -> Invocation {
     Invocation {
         command: Some(command),
         container_id: ctx.container_id.clone(),
-        netns: ctx.netns.clone(),
+        netns: ctx.netns.to_string_lossy().into_owned(),
         ifname: ctx.ifname.clone(),
         args: ctx.args.clone(),
         path: ctx.plugin_dirs.clone(),

@@ -37,6 +37,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use plexus_cni::config::NetworkConfigList;
 use plexus_cni::{CniError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -90,6 +91,21 @@ pub struct CachedAttachment {
     /// Its ADD result, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+}
+
+impl CachedAttachment {
+    /// The cached configuration, parsed (code 16 when it does not parse).
+    pub fn network_config(&self) -> Result<NetworkConfigList, CniError> {
+        NetworkConfigList::from_bytes(self.config.as_bytes()).map_err(|e| {
+            CniError::new(
+                ErrorCode::CacheFailure,
+                format!(
+                    "cached configuration of {} ({}) is unreadable: {e}",
+                    self.ifname, self.network
+                ),
+            )
+        })
+    }
 }
 
 /// What a container is attached to.

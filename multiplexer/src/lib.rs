@@ -8,16 +8,14 @@
 pub mod cache;
 pub mod commands;
 pub mod config;
-pub mod default_routes;
-pub mod delegate;
 pub mod devices;
+pub mod execute;
 pub mod k8s;
-pub mod logging;
-pub mod network_status;
+pub mod parse;
 pub mod plan;
 pub mod readiness;
+pub mod record;
 pub mod resolve;
-pub mod teardown;
 
 /// The netlink and network-namespace helpers, which live in `plexus-cni` (shared with `plexus-sriov`).
 pub use plexus_cni::{links, netns};

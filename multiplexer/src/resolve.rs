@@ -8,7 +8,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::config::PlexusConfig;
-use crate::delegate::Delegate;
+use crate::plan::{self, Delegate, PrimaryNetwork};
 
 /// Why a network could not be found or read.
 #[derive(Debug, Error)]
@@ -134,12 +134,13 @@ pub fn find_by_name(dir: &Path, name: &str) -> Result<Option<Value>, ResolveErro
 /// The delegates Plexus's own configuration names: the cluster network or the first static
 /// delegate is primary; the runtime's capability arguments go to the primary only.
 pub fn static_delegates(config: &PlexusConfig) -> Result<Vec<Delegate>, ResolveError> {
-    let values: Vec<(Value, String)> = match &config.cluster_network {
-        Some(spec) => vec![(
-            cluster_network(spec, config)?,
+    let values: Vec<(Value, String)> = match plan::primary_network(config, None) {
+        PrimaryNetwork::ClusterNetwork(spec) => vec![(
+            cluster_network(&spec, config)?,
             format!("clusterNetwork {spec:?}"),
         )],
-        None => config
+        // Without a pod there is no selection: the primary is the first static delegate.
+        PrimaryNetwork::FirstDelegate | PrimaryNetwork::Selected(_) => config
             .delegates
             .iter()
             .enumerate()

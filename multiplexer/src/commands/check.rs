@@ -3,21 +3,20 @@
 use plexus_cni::list;
 use plexus_cni::{CniError, CniResult, ErrorCode};
 
-use super::add::network_of;
-use super::Context;
+use crate::parse::Invocation;
 
 /// Runs CHECK over each attachment in ADD order, with its ADD result as `prevResult`.
-pub(super) async fn run(ctx: &Context) -> Result<(), CniError> {
-    let id = &ctx.env.container_id;
-    let entry = ctx.cache.load(id)?.ok_or_else(|| {
+pub(super) async fn run(inv: &Invocation) -> Result<(), CniError> {
+    let id = &inv.env.container_id;
+    let entry = inv.cache.load(id)?.ok_or_else(|| {
         CniError::new(
             ErrorCode::UnknownContainer,
             format!("no attachments are recorded for container {id:?}"),
         )
     })?;
-    let netns = ctx.netns();
+    let env = inv.delegate_env(inv.netns());
     for attachment in &entry.attachments {
-        let network = network_of(attachment)?;
+        let network = attachment.network_config()?;
         let result = attachment
             .result
             .as_ref()
@@ -31,7 +30,7 @@ pub(super) async fn run(ctx: &Context) -> Result<(), CniError> {
                     ),
                 )
             })?;
-        list::check(&network, &ctx.runtime_context(attachment, &netns), &result)
+        list::check(&network, &env.for_cached(attachment), &result)
             .await
             .map_err(|f| f.to_cni_error())?;
     }

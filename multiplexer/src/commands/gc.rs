@@ -9,27 +9,28 @@ use plexus_cni::list::{self, valid_attachments, Attachment};
 use plexus_cni::{CniError, ErrorCode};
 use serde_json::{Map, Value};
 
-use super::Context;
 use crate::cache::CacheEntry;
-use crate::{resolve, teardown};
+use crate::execute::{teardown, DelegateArgs, DelegateEnv};
+use crate::parse::Invocation;
+use crate::resolve;
 
 /// Runs GC. Every step is attempted; all failures are reported together.
-pub(super) async fn run(ctx: &Context, config: &Map<String, Value>) -> Result<(), CniError> {
+pub(super) async fn run(inv: &Invocation, config: &Map<String, Value>) -> Result<(), CniError> {
     let valid: HashSet<String> = valid_attachments(config)?
         .into_iter()
         .map(|a| a.container_id)
         .collect();
     let mut failures: Vec<String> = Vec::new();
     let mut live: Vec<CacheEntry> = Vec::new();
-    for id in ctx.cache.container_ids()? {
-        match ctx.cache.load(&id) {
+    for id in inv.cache.container_ids()? {
+        match inv.cache.load(&id) {
             Ok(Some(entry)) if valid.contains(&id) => live.push(entry),
-            Ok(Some(entry)) => failures.extend(remove_stale(ctx, &entry).await),
+            Ok(Some(entry)) => failures.extend(remove_stale(inv, &entry).await),
             Ok(None) => {}
             Err(e) if valid.contains(&id) => failures.push(e.to_string()),
             Err(_) => {
                 // Unreadable and not valid: nothing can be torn down from it any more.
-                if let Err(e) = ctx.cache.remove(&id) {
+                if let Err(e) = inv.cache.remove(&id) {
                     failures.push(e.to_string());
                 }
             }
@@ -38,7 +39,7 @@ pub(super) async fn run(ctx: &Context, config: &Map<String, Value>) -> Result<()
 
     // Every network Plexus knows of, with the attachments still valid on it.
     let mut networks: BTreeMap<String, NetworkConfigList> = BTreeMap::new();
-    if let Ok(delegates) = resolve::static_delegates(&ctx.config) {
+    if let Ok(delegates) = resolve::static_delegates(&inv.config) {
         for d in delegates {
             networks.entry(d.network.name.clone()).or_insert(d.network);
         }
@@ -63,7 +64,7 @@ pub(super) async fn run(ctx: &Context, config: &Map<String, Value>) -> Result<()
             .get(name)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        if let Err(fs) = list::gc(network, &ctx.plugin_dirs, &valid, ctx.delegate_timeout).await {
+        if let Err(fs) = list::gc(network, &inv.plugin_dirs, &valid, inv.delegate_timeout).await {
             failures.extend(fs.iter().map(|f| f.to_cni_error().msg));
         }
     }
@@ -78,27 +79,28 @@ pub(super) async fn run(ctx: &Context, config: &Map<String, Value>) -> Result<()
 }
 
 /// Tears down a stale container's attachments and drops its entry when that worked.
-async fn remove_stale(ctx: &Context, entry: &CacheEntry) -> Vec<String> {
-    let netns = if std::path::Path::new(&entry.netns).exists() {
-        entry.netns.clone()
-    } else {
-        String::new()
+async fn remove_stale(inv: &Invocation, entry: &CacheEntry) -> Vec<String> {
+    let netns = std::path::PathBuf::from(&entry.netns);
+    let env = DelegateEnv {
+        container_id: entry.container_id.clone(),
+        netns: if netns.exists() {
+            netns
+        } else {
+            Default::default()
+        },
+        args: match CniArgs::parse(&entry.cni_args) {
+            Ok(args) => DelegateArgs::Parsed(args),
+            Err(_) => DelegateArgs::Unparsed(entry.cni_args.clone()),
+        },
+        plugin_dirs: inv.plugin_dirs.clone(),
+        timeout: inv.delegate_timeout,
     };
-    let env_ctx = |a: &crate::cache::CachedAttachment| {
-        let mut r = ctx.runtime_context(a, &netns);
-        r.container_id = entry.container_id.clone();
-        r.args = match CniArgs::parse(&entry.cni_args) {
-            Ok(args) => super::delegate_args(&args, a.primary),
-            Err(_) => entry.cni_args.clone(),
-        };
-        r
-    };
-    let failures = teardown::detach_all(&entry.attachments, env_ctx).await;
+    let failures = teardown::detach_all(&entry.attachments, &env).await;
     crate::devices::device_info::remove_all(&entry.attachments);
     if !failures.is_empty() {
-        return failures.0;
+        return failures.0.iter().map(ToString::to_string).collect();
     }
-    match ctx.cache.remove(&entry.container_id) {
+    match inv.cache.remove(&entry.container_id) {
         Ok(()) => Vec::new(),
         Err(e) => vec![e.to_string()],
     }

@@ -4,25 +4,25 @@
 use plexus_cni::list;
 use plexus_cni::{CniError, ErrorCode};
 
-use super::Context;
+use crate::parse::Invocation;
 use crate::{readiness, resolve};
 
 /// Runs STATUS.
-pub(super) async fn run(ctx: &Context) -> Result<(), CniError> {
-    if let Some(file) = &ctx.config.readiness_indicator_file {
+pub(super) async fn run(inv: &Invocation) -> Result<(), CniError> {
+    if let Some(file) = &inv.config.readiness_indicator_file {
         if !file.exists() {
             let e = readiness::not_ready(file, None);
             return Err(CniError::new(ErrorCode::PluginNotAvailable, e.msg));
         }
     }
-    let delegates = resolve::static_delegates(&ctx.config).map_err(|e| {
+    let delegates = resolve::static_delegates(&inv.config).map_err(|e| {
         CniError::new(
             ErrorCode::PluginNotAvailable,
             format!("the default network is not available: {e}"),
         )
     })?;
     for d in &delegates {
-        list::status(&d.network, &ctx.plugin_dirs, ctx.delegate_timeout)
+        list::status(&d.network, &inv.plugin_dirs, inv.delegate_timeout)
             .await
             .map_err(|f| f.to_cni_error())?;
     }

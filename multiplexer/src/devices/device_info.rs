@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::cache::CachedAttachment;
-use crate::plan::Attachment;
+use crate::plan::PlannedAttachment;
 
 /// The capability (`runtimeConfig` key) under which a delegate gets the CNI-side file's path.
 pub const CAPABILITY: &str = "CNIDeviceInfoFile";
@@ -43,15 +43,20 @@ pub fn cni_path(dir: &Path, network: &str, container_id: &str, ifname: &str) -> 
         .join(flat(&format!("{network}-{container_id}_{ifname}")))
 }
 
-/// Offers every planned attachment its CNI-side file.
-pub fn offer(plan: &mut [Attachment], dir: &Path, container_id: &str) {
-    for a in plan {
-        let path = cni_path(dir, &a.delegate.status_name, container_id, &a.ifname);
-        a.delegate.capability_args.insert(
-            CAPABILITY.into(),
-            Value::String(path.to_string_lossy().into_owned()),
-        );
-    }
+/// Offers an attachment (`network` as the network-status names it, interface `ifname`) its
+/// CNI-side file, in its capability arguments.
+pub fn offer(
+    capability_args: &mut Map<String, Value>,
+    dir: &Path,
+    network: &str,
+    container_id: &str,
+    ifname: &str,
+) {
+    let path = cni_path(dir, network, container_id, ifname);
+    capability_args.insert(
+        CAPABILITY.into(),
+        Value::String(path.to_string_lossy().into_owned()),
+    );
 }
 
 /// The CNI-side file offered in these capability arguments, if any.
@@ -65,12 +70,12 @@ pub fn offered(capability_args: &Map<String, Value>) -> Option<PathBuf> {
 
 /// Before an attachment's ADD: removes a stale CNI-side file and, when the attachment uses a
 /// device, copies the device plugin's description of it there (mode 0444).
-pub fn prepare(attachment: &Attachment, dir: &Path) {
-    let Some(cni) = offered(&attachment.delegate.capability_args) else {
+pub fn prepare(attachment: &PlannedAttachment, dir: &Path) {
+    let Some(cni) = offered(&attachment.capability_args) else {
         return;
     };
     remove(&cni);
-    let Some(device) = &attachment.delegate.device else {
+    let Some(device) = &attachment.device else {
         return;
     };
     let dp = dp_path(dir, &device.resource_name, &device.device_id);
@@ -140,8 +145,8 @@ pub fn remove_all(attachments: &[CachedAttachment]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delegate::Delegate;
     use crate::devices::Device;
+    use crate::plan::Delegate;
     use serde_json::json;
 
     #[test]
@@ -177,12 +182,17 @@ mod tests {
             resource_name: "intel.com/vf".into(),
             device_id: "0000:03:02.3".into(),
         });
-        let mut plan = vec![Attachment {
-            delegate: d,
+        let mut plan = vec![PlannedAttachment {
+            network: d.network,
             ifname: "net1".into(),
+            primary: false,
+            status_name: d.status_name,
+            capability_args: d.capability_args,
+            device: d.device,
         }];
-        offer(&mut plan, dir, "c1");
-        let cni = offered(&plan[0].delegate.capability_args).unwrap();
+        let a = &mut plan[0];
+        offer(&mut a.capability_args, dir, &a.status_name, "c1", &a.ifname);
+        let cni = offered(&plan[0].capability_args).unwrap();
         assert_eq!(cni, dir.join("cni/ns-sriov-a-c1_net1"));
 
         // No device plugin file: nothing to copy; a stale file goes.
@@ -205,14 +215,14 @@ mod tests {
             fs::metadata(&cni).unwrap().permissions().mode() & 0o777,
             0o444
         );
-        assert_eq!(read(&plan[0].delegate.capability_args), Some(info));
+        assert_eq!(read(&plan[0].capability_args), Some(info));
         // Repeated: the file is replaced, not refused.
         prepare(&plan[0], dir);
         assert!(cni.exists());
 
-        remove_all(&[plan[0].to_cached()]);
+        remove_all(&[crate::record::cached(&plan[0])]);
         assert!(!cni.exists());
-        assert_eq!(read(&plan[0].delegate.capability_args), None);
-        remove_all(&[plan[0].to_cached()]);
+        assert_eq!(read(&plan[0].capability_args), None);
+        remove_all(&[crate::record::cached(&plan[0])]);
     }
 }

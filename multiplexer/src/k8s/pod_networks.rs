@@ -11,11 +11,11 @@ use plexus_cni::{CniError, ErrorCode};
 use serde_json::{Map, Value};
 
 use crate::config::PlexusConfig;
-use crate::delegate::Delegate;
 use crate::devices::{allocation, Device, PodDevices};
 use crate::k8s::client::KubeApi;
 use crate::k8s::selection::{self, NetworkSelection};
 use crate::k8s::{capability, nad};
+use crate::plan::{self, Delegate, PrimaryNetwork};
 use crate::resolve;
 
 /// The runtimeConfig key under which containerd hands a plugin the pod's annotations.
@@ -285,6 +285,23 @@ fn selected_delegate(
     Ok(delegate)
 }
 
+/// A delegate for a network named by Plexus's configuration (`clusterNetwork`,
+/// `defaultNetworks`; `origin` says which in errors), offered `capability_args`.
+fn named_delegate(
+    network: NetworkFor,
+    origin: &str,
+    config: &PlexusConfig,
+    primary: bool,
+    capability_args: &Map<String, Value>,
+) -> Result<Delegate, CniError> {
+    let mut d = Delegate::from_value(network.config, &config.cni_version, primary)
+        .map_err(|e| CniError::new(e.code(), format!("{origin}: {e}")))?;
+    d.capability_args = capability_args.clone();
+    d.set_device(network.device);
+    d.status_name = network.status_name;
+    Ok(d)
+}
+
 /// Refuses a NAD of another namespace under `namespaceIsolation`.
 fn check_isolation(
     config: &PlexusConfig,
@@ -328,32 +345,45 @@ pub async fn pod_delegates(
     let mut delegates: Vec<Delegate> = Vec::new();
 
     // The primary network.
-    if let Some(text) = info.annotations.get(selection::DEFAULT_NETWORK_ANNOTATION) {
-        let sel = selection::parse_default_network(text, &config.multus_namespace)
-            .map_err(CniError::from)?;
-        let network = nads.required(&sel).await?;
-        delegates.push(selected_delegate(network, sel, config, true, kubelet_args)?);
-    } else if let Some(spec) = &config.cluster_network {
-        let network = nads.by_name(spec).await?;
-        let mut d = Delegate::from_value(network.config, &config.cni_version, true)
-            .map_err(|e| CniError::new(e.code(), format!("clusterNetwork {spec:?}: {e}")))?;
-        d.capability_args = kubelet_args.clone();
-        d.set_device(network.device);
-        d.status_name = network.status_name;
-        delegates.push(d);
-    } else {
-        delegates.extend(resolve::static_delegates(config).map_err(CniError::from)?);
+    let default_network = info
+        .annotations
+        .get(selection::DEFAULT_NETWORK_ANNOTATION)
+        .map(|text| selection::parse_default_network(text, &config.multus_namespace))
+        .transpose()
+        .map_err(CniError::from)?;
+    match plan::primary_network(config, default_network) {
+        PrimaryNetwork::Selected(sel) => {
+            let network = nads.required(&sel).await?;
+            delegates.push(selected_delegate(network, sel, config, true, kubelet_args)?);
+        }
+        PrimaryNetwork::ClusterNetwork(spec) => {
+            let network = nads.by_name(&spec).await?;
+            let origin = format!("clusterNetwork {spec:?}");
+            delegates.push(named_delegate(
+                network,
+                &origin,
+                config,
+                true,
+                kubelet_args,
+            )?);
+        }
+        PrimaryNetwork::FirstDelegate => {
+            delegates.extend(resolve::static_delegates(config).map_err(CniError::from)?);
+        }
     }
 
     // defaultNetworks, except for system namespaces.
     if !config.system_namespaces.contains(&info.pod.namespace) {
         for spec in &config.default_networks {
             let network = nads.by_name(spec).await?;
-            let mut d = Delegate::from_value(network.config, &config.cni_version, false)
-                .map_err(|e| CniError::new(e.code(), format!("defaultNetworks {spec:?}: {e}")))?;
-            d.set_device(network.device);
-            d.status_name = network.status_name;
-            delegates.push(d);
+            let origin = format!("defaultNetworks {spec:?}");
+            delegates.push(named_delegate(
+                network,
+                &origin,
+                config,
+                false,
+                &Map::new(),
+            )?);
         }
     }
 

@@ -1,6 +1,7 @@
-//! The pod's default route when one attachment owns it (the networks annotation's
-//! `default-route`): every other default route is removed from the pod and from the results, and
-//! the owner's gateways become the pod's default routes.
+//! Making the pod's default routes what the plan says when one attachment owns them (the
+//! networks annotation's `default-route`, decided in `plan/mod.rs`): every other default route
+//! is removed from the pod and from the results, and the owner's gateways become the pod's
+//! default routes.
 
 use std::path::Path;
 
@@ -9,13 +10,7 @@ use plexus_cni::{CniError, CniResult, ErrorCode};
 
 use crate::k8s::default_route::{self, DefaultRoute};
 use crate::links::{self, LinkError};
-use crate::plan::Attachment;
-
-/// Decides which attachment owns the default route, before anything runs.
-pub fn owner(plan: &[Attachment]) -> Result<Option<DefaultRoute>, CniError> {
-    let selections: Vec<_> = plan.iter().map(|a| a.delegate.selection.as_ref()).collect();
-    default_route::owner(&selections).map_err(CniError::from)
-}
+use crate::plan::PlannedAttachment;
 
 /// The index of the pod-side interface `ifname` in a result.
 fn interface_index(result: &CniResult, ifname: &str) -> Option<usize> {
@@ -28,7 +23,7 @@ fn interface_index(result: &CniResult, ifname: &str) -> Option<usize> {
 /// Applies the owner's choice in the pod's namespace and in every result.
 pub fn apply(
     netns: &Path,
-    plan: &[Attachment],
+    plan: &[PlannedAttachment],
     results: &mut [CniResult],
     owner: &DefaultRoute,
 ) -> Result<(), CniError> {
