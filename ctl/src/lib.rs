@@ -8,6 +8,8 @@
 //! A subcommand is a `clap::Args` struct and a `run` function in its module, plus one variant of
 //! [`Command`] and one arm in [`run`].
 
+#![warn(missing_docs)]
+
 pub mod crds;
 pub mod install;
 pub mod ipam;

@@ -4,6 +4,7 @@
 //! here too, so that the runtime's DEL knows what is left.
 
 use plexus_cni::{CniError, CniResult};
+use thiserror::Error;
 
 use crate::cache::{Cache, CacheEntry, CacheError, CachedAttachment, CACHE_KIND};
 use crate::devices::device_info;
@@ -16,11 +17,14 @@ use crate::parse::Invocation;
 use crate::plan::{Plan, PlannedAttachment};
 
 /// Why the record of a complete ADD failed.
-#[derive(Debug)]
+#[derive(Debug, Error)]
 pub enum RecordFailure {
-    /// The network-status annotation could not be written: the ADD must be rolled back.
+    /// The network-status annotation could not be written: the ADD must be rolled back. The
+    /// error names the pod.
+    #[error("{}", .0.msg)]
     NetworkStatus(CniError),
-    /// The cache could not be written.
+    /// The cache could not be written. The error names the file.
+    #[error(transparent)]
     Cache(CacheError),
 }
 

@@ -29,9 +29,20 @@ pub enum ResolveError {
         /// Why.
         source: plexus_cni::config::ConfigError,
     },
-    /// Nothing matched.
-    #[error("{0}")]
-    NotFound(String),
+    /// `clusterNetwork` names a directory that holds no network configuration.
+    #[error("clusterNetwork directory {dir:?} holds no network configuration")]
+    EmptyDirectory {
+        /// The directory, as `clusterNetwork` gives it.
+        dir: String,
+    },
+    /// `clusterNetwork` names a network that no configuration in `confDir` has.
+    #[error("clusterNetwork {name:?}: no configuration with that name in confDir {conf_dir:?}")]
+    NoSuchNetwork {
+        /// The network's name.
+        name: String,
+        /// Where it was looked for.
+        conf_dir: PathBuf,
+    },
 }
 
 impl From<ResolveError> for CniError {
@@ -39,7 +50,9 @@ impl From<ResolveError> for CniError {
         let code = match &e {
             ResolveError::Io { .. } => ErrorCode::IoFailure,
             ResolveError::Config { source, .. } => source.code(),
-            ResolveError::NotFound(_) => ErrorCode::InvalidNetworkConfig,
+            ResolveError::EmptyDirectory { .. } | ResolveError::NoSuchNetwork { .. } => {
+                ErrorCode::InvalidNetworkConfig
+            }
         };
         CniError::new(code, e.to_string())
     }
@@ -101,17 +114,13 @@ pub fn cluster_network(spec: &str, config: &PlexusConfig) -> Result<Value, Resol
                     return Ok(value);
                 }
             }
-            return Err(ResolveError::NotFound(format!(
-                "clusterNetwork directory {spec:?} holds no network configuration"
-            )));
+            return Err(ResolveError::EmptyDirectory { dir: spec.into() });
         }
         return read_config_file(path);
     }
-    find_by_name(&config.conf_dir, spec)?.ok_or_else(|| {
-        ResolveError::NotFound(format!(
-            "clusterNetwork {spec:?}: no configuration with that name in confDir {:?}",
-            config.conf_dir
-        ))
+    find_by_name(&config.conf_dir, spec)?.ok_or_else(|| ResolveError::NoSuchNetwork {
+        name: spec.into(),
+        conf_dir: config.conf_dir.clone(),
     })
 }
 

@@ -182,7 +182,7 @@ mod tests {
             resource_name: "intel.com/vf".into(),
             device_id: "0000:03:02.3".into(),
         });
-        let mut plan = vec![PlannedAttachment {
+        let mut plan = [PlannedAttachment {
             network: d.network,
             ifname: "net1".into(),
             primary: false,

@@ -354,7 +354,13 @@ pub async fn pod_delegates(
     match plan::primary_network(config, default_network) {
         PrimaryNetwork::Selected(sel) => {
             let network = nads.required(&sel).await?;
-            delegates.push(selected_delegate(network, sel, config, true, kubelet_args)?);
+            delegates.push(selected_delegate(
+                network,
+                *sel,
+                config,
+                true,
+                kubelet_args,
+            )?);
         }
         PrimaryNetwork::ClusterNetwork(spec) => {
             let network = nads.by_name(&spec).await?;

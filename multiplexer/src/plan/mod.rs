@@ -32,7 +32,7 @@ use crate::k8s::selection::NetworkSelection;
 #[derive(Debug, Clone, PartialEq)]
 pub enum PrimaryNetwork {
     /// The pod's `v1.multus-cni.io/default-network` annotation selects it.
-    Selected(NetworkSelection),
+    Selected(Box<NetworkSelection>),
     /// Plexus's `clusterNetwork` names it.
     ClusterNetwork(String),
     /// The first of Plexus's static `delegates`.
@@ -46,7 +46,7 @@ pub fn primary_network(
     default_network: Option<NetworkSelection>,
 ) -> PrimaryNetwork {
     match (default_network, &config.cluster_network) {
-        (Some(selection), _) => PrimaryNetwork::Selected(selection),
+        (Some(selection), _) => PrimaryNetwork::Selected(Box::new(selection)),
         (None, Some(spec)) => PrimaryNetwork::ClusterNetwork(spec.clone()),
         (None, None) => PrimaryNetwork::FirstDelegate,
     }
@@ -324,7 +324,7 @@ mod tests {
         let selected = NetworkSelection::new("kube-system", "other");
         assert_eq!(
             primary_network(&config, Some(selected.clone())),
-            PrimaryNetwork::Selected(selected)
+            PrimaryNetwork::Selected(Box::new(selected))
         );
     }
 }
