@@ -1,6 +1,6 @@
 //! Stage 4 of ADD, record: the attachment cache (`cache.rs`) is written before the first
 //! delegate runs and again with every result, and a Kubernetes pod gets its
-//! `k8s.v1.cni.cncf.io/network-status` annotation (`k8s/status.rs`). A rollback is recorded
+//! `k8s.v1.cni.cncf.io/network-status` annotation (built and written by `k8s/status.rs`). A rollback is recorded
 //! here too, so that the runtime's DEL knows what is left.
 
 use plexus_cni::{CniError, CniResult};
@@ -11,7 +11,6 @@ use crate::devices::device_info;
 use crate::execute::Rollback;
 use crate::k8s::client::KubeApi;
 use crate::k8s::pod_networks::PodInfo;
-use crate::k8s::selection::NETWORK_STATUS_ANNOTATION;
 use crate::k8s::status::{self, NetworkStatus};
 use crate::parse::Invocation;
 use crate::plan::{Plan, PlannedAttachment};
@@ -78,7 +77,7 @@ pub async fn complete(
         tokio::task::spawn_blocking(move || cache.store(&complete))
     };
     let written = match status {
-        Some((api, pod)) => write_status(api, pod, &statuses(plan, results)).await,
+        Some((api, pod)) => status::write(api, pod, &statuses(plan, results)).await,
         None => Ok(()),
     };
     let recorded = recording.await.unwrap_or_else(|e| {
@@ -137,31 +136,4 @@ pub fn statuses(plan: &Plan, results: &[CniResult]) -> Vec<NetworkStatus> {
             )
         })
         .collect()
-}
-
-/// Writes the annotation with one PATCH of that annotation alone, conditional on the pod's UID.
-async fn write_status(
-    api: &KubeApi,
-    pod: &PodInfo,
-    statuses: &[NetworkStatus],
-) -> Result<(), CniError> {
-    api.patch_pod_annotation(
-        &pod.pod.namespace,
-        &pod.pod.name,
-        pod.status_uid.as_deref(),
-        NETWORK_STATUS_ANNOTATION,
-        &status::to_annotation(statuses),
-    )
-    .await
-    .map_err(|e| {
-        let e = CniError::from(e);
-        CniError {
-            msg: format!(
-                "writing the network-status of pod {}: {}",
-                pod.pod.display(),
-                e.msg
-            ),
-            ..e
-        }
-    })
 }

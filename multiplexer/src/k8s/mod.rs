@@ -2,9 +2,9 @@
 //! NetworkAttachmentDefinitions, capability arguments, default-route ownership and the
 //! network-status annotation.
 //!
-//! Everything but [`client`] and the fetching half of [`pod_networks`] is pure (no network, no
-//! API client) so that it can be tested on its own; [`client`] fetches pods and NADs and writes
-//! the status.
+//! Everything but [`client`], the fetching half of [`pod_networks`] and [`status::write`] is
+//! pure (no network, no API client) so that it can be tested on its own; [`client`] fetches
+//! pods and NADs and writes the status.
 
 pub mod capability;
 pub mod client;

@@ -14,6 +14,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use super::client::KubeApi;
+use super::pod_networks::PodInfo;
+use super::selection::NETWORK_STATUS_ANNOTATION;
+
 /// DNS settings in a status entry; each key is written only when set.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StatusDns {
@@ -248,6 +252,34 @@ pub fn to_annotation(statuses: &[NetworkStatus]) -> String {
 /// are ignored and `null` counts as absent.
 pub fn from_annotation(s: &str) -> Result<Vec<NetworkStatus>, StatusError> {
     Ok(serde_json::from_str(s)?)
+}
+
+/// Writes the annotation of `pod` with one PATCH of that annotation alone, conditional on the
+/// pod's UID; the error names the pod.
+pub async fn write(
+    api: &KubeApi,
+    pod: &PodInfo,
+    statuses: &[NetworkStatus],
+) -> Result<(), CniError> {
+    api.patch_pod_annotation(
+        &pod.pod.namespace,
+        &pod.pod.name,
+        pod.status_uid.as_deref(),
+        NETWORK_STATUS_ANNOTATION,
+        &to_annotation(statuses),
+    )
+    .await
+    .map_err(|e| {
+        let e = CniError::from(e);
+        CniError {
+            msg: format!(
+                "writing the network-status of pod {}: {}",
+                pod.pod.display(),
+                e.msg
+            ),
+            ..e
+        }
+    })
 }
 
 fn is_zero(n: &u32) -> bool {
