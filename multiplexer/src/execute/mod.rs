@@ -215,3 +215,49 @@ async fn roll_back(
         attempted: failed + 1,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(args: DelegateArgs) -> DelegateEnv {
+        DelegateEnv {
+            container_id: "c1".into(),
+            netns: PathBuf::from("/run/netns/pod"),
+            args,
+            plugin_dirs: vec![PathBuf::from("/opt/cni/bin")],
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn only_the_primary_gets_the_interface_requests() {
+        let args = CniArgs::parse("IgnoreUnknown=1;IP=10.1.1.5;K8S_POD_NAME=web").unwrap();
+        let env = env(DelegateArgs::Parsed(args));
+        let caps = json!({"portMappings": []}).as_object().unwrap().clone();
+        let primary = env.runtime_context("eth0", true, &caps);
+        assert_eq!(primary.args, "IgnoreUnknown=1;IP=10.1.1.5;K8S_POD_NAME=web");
+        assert_eq!(primary.netns, Path::new("/run/netns/pod"));
+        assert_eq!(
+            (primary.ifname.as_str(), primary.container_id.as_str()),
+            ("eth0", "c1")
+        );
+        assert_eq!(primary.capability_args, caps);
+        let other = env.runtime_context("net1", false, &Map::new());
+        assert_eq!(other.args, "IgnoreUnknown=1;K8S_POD_NAME=web");
+    }
+
+    #[test]
+    fn unparsed_cached_args_go_to_every_network_as_they_are() {
+        let env = env(DelegateArgs::Unparsed("not args".into()));
+        assert_eq!(
+            env.runtime_context("net1", false, &Map::new()).args,
+            "not args"
+        );
+        assert_eq!(
+            env.runtime_context("eth0", true, &Map::new()).args,
+            "not args"
+        );
+    }
+}
