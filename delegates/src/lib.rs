@@ -17,6 +17,7 @@ pub mod invoke;
 pub mod links;
 pub mod list;
 pub mod logging;
+mod netlink;
 pub mod netns;
 pub mod result;
 pub mod skel;
