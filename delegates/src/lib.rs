@@ -10,6 +10,8 @@
 //! * Plugins that move links: [`netns`] runs work inside a network namespace, [`links`] holds
 //!   synchronous netlink helpers for links, addresses and routes.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod env;
 pub mod error;

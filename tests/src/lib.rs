@@ -15,6 +15,8 @@
 //!
 //! [`podresources::PodResourcesServer`] stands in for the kubelet's PodResources API.
 
+#![warn(missing_docs)]
+
 use std::fs::File;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
