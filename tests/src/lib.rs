@@ -33,6 +33,7 @@ pub mod ipam;
 pub mod node;
 pub mod podman;
 pub mod podresources;
+mod process;
 pub mod sriov;
 
 /// True if running as root. Otherwise prints "skipped: needs root" and
