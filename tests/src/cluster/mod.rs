@@ -369,6 +369,8 @@ impl Drop for LocalCluster {
 
 #[cfg(test)]
 mod tests {
+    use kube::api::DynamicObject;
+
     use super::*;
 
     /// `(group, resource, verbs)` of each resource a role's rules grant.
