@@ -39,17 +39,24 @@ pub fn run_in<T: Send + 'static>(
         source,
     })?;
     let path = netns.to_path_buf();
-    let handle = std::thread::Builder::new()
-        .name("plexus-netns".into())
-        .spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .map_err(|source| NetnsError::Setns { path, source })?;
-            drop(file);
-            Ok(f())
-        })
-        .map_err(NetnsError::Spawn)?;
+    on_new_thread("plexus-netns", move || {
+        setns(&file, CloneFlags::CLONE_NEWNET)
+            .map_err(|source| NetnsError::Setns { path, source })?;
+        drop(file);
+        Ok(f())
+    })
+    .map_err(NetnsError::Spawn)?
+}
+
+/// Runs `f` on a new thread called `name` and returns its result; an error only if the thread
+/// cannot be started. A panic in `f` is resumed in the caller.
+pub(crate) fn on_new_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    let handle = std::thread::Builder::new().name(name.into()).spawn(f)?;
     match handle.join() {
-        Ok(result) => result,
+        Ok(result) => Ok(result),
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
@@ -75,32 +82,27 @@ pub fn create_named(name: &str) -> Result<PathBuf, NetnsError> {
             },
         })?;
     let target = path.clone();
-    let made = std::thread::Builder::new()
-        .name("plexus-netns-new".into())
-        .spawn(move || -> Result<(), NetnsError> {
-            unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
-            mount(
-                Some(THREAD_NETNS),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|source| NetnsError::Mount {
-                action: "bind-mount the namespace on",
-                path: target.clone(),
-                source,
-            })?;
-            set_up_here("lo").map_err(|source| NetnsError::Loopback {
-                path: target,
-                source: Box::new(source),
-            })
+    let made = on_new_thread("plexus-netns-new", move || -> Result<(), NetnsError> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+        mount(
+            Some(THREAD_NETNS),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| NetnsError::Mount {
+            action: "bind-mount the namespace on",
+            path: target.clone(),
+            source,
+        })?;
+        set_up_here("lo").map_err(|source| NetnsError::Loopback {
+            path: target,
+            source: Box::new(source),
         })
-        .map_err(NetnsError::Spawn)
-        .and_then(|handle| match handle.join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        });
+    })
+    .map_err(NetnsError::Spawn)
+    .and_then(|made| made);
     if let Err(e) = made {
         let _ = delete(&path);
         return Err(e);

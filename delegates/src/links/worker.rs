@@ -20,15 +20,6 @@ where
     let job = move || block_on_here(work);
     match netns {
         Some(path) => netns::run_in(path, job)?,
-        None => {
-            let handle = std::thread::Builder::new()
-                .name("plexus-netlink".into())
-                .spawn(job)
-                .map_err(LinkError::Runtime)?;
-            match handle.join() {
-                Ok(result) => result,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
+        None => netns::on_new_thread("plexus-netlink", job).map_err(LinkError::Runtime)?,
     }
 }
