@@ -9,7 +9,7 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 
 use super::worker::exec;
 use crate::netlink::connection::{link_index, link_names, netlink};
-use crate::netlink::error::LinkError;
+use crate::netlink::error::{LinkError, Request};
 
 /// An IP address assigned to an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub fn addresses(netns: Option<&Path>) -> Result<Vec<AddressInfo>, LinkError> {
             .execute()
             .try_collect()
             .await
-            .map_err(netlink("dumping addresses"))?;
+            .map_err(netlink(Request::DumpAddresses))?;
         Ok(msgs
             .iter()
             .filter_map(|msg| {
@@ -53,7 +53,7 @@ pub fn add_address(netns: Option<&Path>, ifname: &str, address: IpNet) -> Result
             .add(index, address.addr(), address.prefix_len())
             .execute()
             .await
-            .map_err(netlink(format!("adding {address} to {ifname}")))
+            .map_err(netlink(Request::AddAddress { address, ifname }))
     })
 }
 

@@ -10,7 +10,7 @@ use super::worker::exec;
 use crate::netlink::connection::{
     dump_links, errno, get_link, link_index, name_of, netlink, set_up_by_name,
 };
-use crate::netlink::error::{LinkError, NetnsError};
+use crate::netlink::error::{LinkError, NetnsError, Request};
 
 /// A network interface as reported by `RTM_GETLINK`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub fn create_veth(netns: Option<&Path>, a: &str, b: &str) -> Result<(), LinkErr
             .add(LinkVeth::new(&a, &b).up().build())
             .execute()
             .await
-            .map_err(netlink(format!("creating veth {a}/{b}")))?;
+            .map_err(netlink(Request::CreateVeth(a.clone(), b.clone())))?;
         set_up_by_name(&handle, &b).await
     })
 }
@@ -71,7 +71,7 @@ pub fn create_bridge(netns: Option<&Path>, name: &str) -> Result<(), LinkError> 
             .add(LinkBridge::new(&name).build())
             .execute()
             .await
-            .map_err(netlink(format!("creating bridge {name}")))
+            .map_err(netlink(Request::CreateBridge(name.clone())))
     })
 }
 
@@ -84,7 +84,7 @@ pub fn delete_link(netns: Option<&Path>, name: &str) -> Result<(), LinkError> {
         };
         match handle.link().del(msg.header.index).execute().await {
             Err(e) if errno(&e) == Some(nix::libc::ENODEV) => Ok(()),
-            other => other.map_err(netlink(format!("deleting link {name}"))),
+            other => other.map_err(netlink(Request::DeleteLink(name.clone()))),
         }
     })
 }
@@ -99,29 +99,27 @@ pub fn set_up(netns: Option<&Path>, name: &str) -> Result<(), LinkError> {
 
 /// Brings a link down.
 pub fn set_down(netns: Option<&Path>, name: &str) -> Result<(), LinkError> {
-    modify(netns, name, "bringing {name} down", |b| b.down())
+    modify(netns, name, Request::SetDown, |b| b.down())
 }
 
 /// Renames a link (`ip link set <name> name <new_name>`); the link must be down or the kernel
 /// must allow renaming it while up.
 pub fn set_name(netns: Option<&Path>, name: &str, new_name: &str) -> Result<(), LinkError> {
     let new_name = new_name.to_string();
-    modify(netns, name, "renaming {name}", move |b| b.name(new_name))
+    modify(netns, name, Request::Rename, move |b| b.name(new_name))
 }
 
 /// Sets a link's hardware address, given as `aa:bb:cc:dd:ee:ff`.
 pub fn set_mac(netns: Option<&Path>, name: &str, mac: &str) -> Result<(), LinkError> {
     let bytes = parse_mac(mac).ok_or_else(|| LinkError::InvalidMac(mac.to_string()))?;
-    modify(netns, name, "setting the MAC address of {name}", move |b| {
+    modify(netns, name, Request::SetMac, move |b| {
         b.address(bytes.to_vec())
     })
 }
 
 /// Sets a link's MTU.
 pub fn set_mtu(netns: Option<&Path>, name: &str, mtu: u32) -> Result<(), LinkError> {
-    modify(netns, name, "setting the MTU of {name}", move |b| {
-        b.mtu(mtu)
-    })
+    modify(netns, name, Request::SetMtu, move |b| b.mtu(mtu))
 }
 
 /// Moves a link into the network namespace at `target`. `target` is opened by the calling
@@ -144,18 +142,18 @@ pub fn move_to_netns(netns: Option<&Path>, name: &str, target: &Path) -> Result<
             .set(message)
             .execute()
             .await
-            .map_err(netlink(format!("moving {name} to another namespace")));
+            .map_err(netlink(Request::MoveToNetns(name.clone())));
         drop(file);
         result
     })
 }
 
-/// Sends an `RTM_SETLINK` for the link called `name`, built by `build`; `context` names what is
-/// done, with `{name}` replaced by the link's name.
+/// Sends an `RTM_SETLINK` for the link called `name`, built by `build`; `request` names what is
+/// done, given the link's name.
 pub(super) fn modify<B>(
     netns: Option<&Path>,
     name: &str,
-    context: &'static str,
+    request: fn(String) -> Request,
     build: B,
 ) -> Result<(), LinkError>
 where
@@ -170,7 +168,7 @@ where
             .set(message)
             .execute()
             .await
-            .map_err(netlink(context.replace("{name}", &name)))
+            .map_err(netlink(request(name)))
     })
 }
 

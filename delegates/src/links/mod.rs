@@ -19,7 +19,7 @@ mod route;
 mod vf;
 mod worker;
 
-pub use crate::netlink::error::LinkError;
+pub use crate::netlink::error::{LinkError, Request};
 pub use address::{add_address, addresses, AddressInfo};
 pub use link::{
     create_bridge, create_veth, delete_link, link, links, move_to_netns, set_down, set_mac,

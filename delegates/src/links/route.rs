@@ -14,7 +14,7 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 
 use super::worker::exec;
 use crate::netlink::connection::{errno, link_index, link_names, netlink};
-use crate::netlink::error::LinkError;
+use crate::netlink::error::{LinkError, Request};
 
 /// A unicast route of the main table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub fn add_route(
             .add(builder.build())
             .execute()
             .await
-            .map_err(netlink(format!("adding route {destination}")))
+            .map_err(netlink(Request::AddRoute(destination)))
     })
 }
 
@@ -98,10 +98,10 @@ pub fn delete_default_routes(
             let info = route_info(&msg, &names);
             match handle.route().del(deletion_message(&msg)).execute().await {
                 Err(e) if errno(&e) == Some(nix::libc::ESRCH) => continue,
-                other => other.map_err(netlink(format!(
-                    "deleting default route {} via {ifname}",
-                    info.destination
-                )))?,
+                other => other.map_err(netlink(Request::DeleteDefaultRoute {
+                    destination: info.destination,
+                    ifname: ifname.clone(),
+                }))?,
             }
             removed.push(info);
         }
@@ -123,7 +123,7 @@ async fn dump_main_routes(handle: &Handle) -> Result<Vec<RouteMessage>, LinkErro
             .execute()
             .try_collect()
             .await
-            .map_err(netlink("dumping routes"))?;
+            .map_err(netlink(Request::DumpRoutes))?;
         routes.extend(msgs.into_iter().filter(|msg| {
             msg.header.kind == RouteType::Unicast
                 && table_of(msg) == u32::from(RouteHeader::RT_TABLE_MAIN)

@@ -9,7 +9,7 @@ use netlink_packet_route::AddressFamily;
 use super::link::modify;
 use super::worker::exec;
 use crate::netlink::connection::{link_index, netlink};
-use crate::netlink::error::LinkError;
+use crate::netlink::error::{LinkError, Request};
 
 /// The SR-IOV VF entries (`IFLA_VFINFO_LIST`) a PF reports, asked for with the VF extension mask.
 pub fn vf_infos(netns: Option<&Path>, pf: &str) -> Result<Vec<LinkVfInfo>, LinkError> {
@@ -24,7 +24,7 @@ pub fn vf_infos(netns: Option<&Path>, pf: &str) -> Result<Vec<LinkVfInfo>, LinkE
             .execute()
             .try_collect()
             .await
-            .map_err(netlink(format!("reading the VFs of {pf}")))?;
+            .map_err(netlink(Request::ReadVfs(pf.clone())))?;
         Ok(msgs
             .into_iter()
             .flat_map(|msg| msg.attributes)
@@ -40,7 +40,7 @@ pub fn vf_infos(netns: Option<&Path>, pf: &str) -> Result<Vec<LinkVfInfo>, LinkE
 /// Sends one VF setting (an `IFLA_VF_INFO` with its VF index inside) to the PF `pf`, as
 /// `ip link set <pf> vf <n> ...` does.
 pub fn set_vf(netns: Option<&Path>, pf: &str, info: LinkVfInfo) -> Result<(), LinkError> {
-    modify(netns, pf, "configuring a VF of {name}", move |b| {
+    modify(netns, pf, Request::ConfigureVf, move |b| {
         b.append_extra_attribute(LinkAttribute::VfInfoList(vec![info]))
     })
 }

@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkUnspec};
 
-use super::error::LinkError;
+use super::error::{LinkError, Request};
 
 /// Runs `work` on the current thread with a current-thread runtime and a fresh connection.
 pub(crate) fn block_on_here<T, F, Fut>(work: F) -> Result<T, LinkError>
@@ -37,8 +37,7 @@ pub(crate) fn set_up_here(name: &str) -> Result<(), LinkError> {
 }
 
 /// Turns a failed request into [`LinkError::Netlink`] with what was being done.
-pub(crate) fn netlink(context: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
-    let context = context.into();
+pub(crate) fn netlink(context: Request) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     move |source| LinkError::Netlink { context, source }
 }
 
@@ -58,7 +57,7 @@ pub(crate) async fn dump_links(handle: &Handle) -> Result<Vec<LinkMessage>, Link
         .execute()
         .try_collect()
         .await
-        .map_err(netlink("dumping links"))
+        .map_err(netlink(Request::DumpLinks))
 }
 
 /// The name of every link, by index.
@@ -100,7 +99,7 @@ pub(crate) async fn get_link(
     match result {
         Ok(msgs) => Ok(msgs.into_iter().next()),
         Err(e) if errno(&e) == Some(nix::libc::ENODEV) => Ok(None),
-        Err(e) => Err(netlink(format!("looking up link {name}"))(e)),
+        Err(e) => Err(netlink(Request::LookUp(name.to_string()))(e)),
     }
 }
 
@@ -120,5 +119,5 @@ pub(crate) async fn set_up_by_name(handle: &Handle, name: &str) -> Result<(), Li
         .set(LinkUnspec::new_with_index(index).up().build())
         .execute()
         .await
-        .map_err(netlink(format!("bringing {name} up")))
+        .map_err(netlink(Request::SetUp(name.to_string())))
 }

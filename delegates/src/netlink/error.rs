@@ -27,7 +27,7 @@ pub enum LinkError {
     #[error("{context}: {source}")]
     Netlink {
         /// What was being done, naming the link, address or route.
-        context: String,
+        context: Request,
         /// Underlying error.
         source: rtnetlink::Error,
     },
@@ -45,6 +45,75 @@ pub enum LinkError {
         destination: IpNet,
         /// The route's gateway, if it has one.
         gateway: Option<IpAddr>,
+    },
+}
+
+/// A netlink request of the helpers, naming its link, address or route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Request {
+    /// Listing every link.
+    #[error("dumping links")]
+    DumpLinks,
+    /// Listing every address.
+    #[error("dumping addresses")]
+    DumpAddresses,
+    /// Listing the routes.
+    #[error("dumping routes")]
+    DumpRoutes,
+    /// Looking a link up by name.
+    #[error("looking up link {0}")]
+    LookUp(String),
+    /// Creating a veth pair.
+    #[error("creating veth {0}/{1}")]
+    CreateVeth(String, String),
+    /// Creating a bridge.
+    #[error("creating bridge {0}")]
+    CreateBridge(String),
+    /// Deleting a link.
+    #[error("deleting link {0}")]
+    DeleteLink(String),
+    /// Bringing a link up.
+    #[error("bringing {0} up")]
+    SetUp(String),
+    /// Bringing a link down.
+    #[error("bringing {0} down")]
+    SetDown(String),
+    /// Renaming a link.
+    #[error("renaming {0}")]
+    Rename(String),
+    /// Setting a link's hardware address.
+    #[error("setting the MAC address of {0}")]
+    SetMac(String),
+    /// Setting a link's MTU.
+    #[error("setting the MTU of {0}")]
+    SetMtu(String),
+    /// Moving a link to another namespace.
+    #[error("moving {0} to another namespace")]
+    MoveToNetns(String),
+    /// Reading the VF settings of a PF.
+    #[error("reading the VFs of {0}")]
+    ReadVfs(String),
+    /// Changing a VF setting on a PF.
+    #[error("configuring a VF of {0}")]
+    ConfigureVf(String),
+    /// Adding an address to a link.
+    #[error("adding {address} to {ifname}")]
+    AddAddress {
+        /// The address.
+        address: IpNet,
+        /// The link.
+        ifname: String,
+    },
+    /// Adding a route.
+    #[error("adding route {0}")]
+    AddRoute(IpNet),
+    /// Deleting a default route of a link.
+    #[error("deleting default route {destination} via {ifname}")]
+    DeleteDefaultRoute {
+        /// The route's destination, `0.0.0.0/0` or `::/0`.
+        destination: IpNet,
+        /// The link.
+        ifname: String,
     },
 }
 
