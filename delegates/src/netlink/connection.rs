@@ -38,7 +38,10 @@ pub(crate) fn set_up_here(name: &str) -> Result<(), LinkError> {
 
 /// Turns a failed request into [`LinkError::Netlink`] with what was being done.
 pub(crate) fn netlink(context: Request) -> impl FnOnce(rtnetlink::Error) -> LinkError {
-    move |source| LinkError::Netlink { context, source }
+    move |source| LinkError::Netlink {
+        context,
+        source: Box::new(source),
+    }
 }
 
 /// The positive errno of a netlink error reply.

@@ -28,8 +28,8 @@ pub enum LinkError {
     Netlink {
         /// What was being done, naming the link, address or route.
         context: Request,
-        /// Underlying error.
-        source: rtnetlink::Error,
+        /// Underlying error (boxed: it is large, and errors travel in every `Result`).
+        source: Box<rtnetlink::Error>,
     },
     /// The named link does not exist.
     #[error("link {0:?} not found")]
