@@ -11,15 +11,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::resource::{definition, string};
 
 /// The API group.
 pub const GROUP: &str = "ipam.plexus.cni.dev";
 /// The API version.
 pub const VERSION: &str = "v1alpha1";
-/// The kind.
-pub const KIND: &str = "IPAMBlock";
-/// The plural, as it appears in URLs and RBAC rules.
-pub const PLURAL: &str = "ipamblocks";
 
 /// Who holds one address of a block.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -73,29 +72,20 @@ pub struct IpamBlockSpec {
     pub allocations: BTreeMap<String, BlockAllocation>,
 }
 
-/// One block of addresses and its allocations.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct IpamBlock {
-    /// `ipam.plexus.cni.dev/v1alpha1`.
-    #[serde(rename = "apiVersion", default)]
-    pub api_version: String,
-    /// `IPAMBlock`.
-    #[serde(default)]
-    pub kind: String,
-    /// Name, namespace, labels, resourceVersion.
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    /// The block and its allocations.
-    pub spec: IpamBlockSpec,
+namespaced_resource! {
+    kind: "IPAMBlock", plural: "ipamblocks";
+    /// One block of addresses and its allocations.
+    pub struct IpamBlock {
+        /// Name, namespace, labels, resourceVersion.
+        metadata,
+        /// The block and its allocations.
+        spec: IpamBlockSpec,
+    }
 }
-
-namespaced_resource!(IpamBlock, IpamBlockSpec);
 
 /// The CustomResourceDefinition: namespaced, with the network and CIDR as printer columns.
 pub fn crd() -> CustomResourceDefinition {
-    let string =
-        |description: &str| serde_json::json!({"type": "string", "description": description});
-    let allocation = serde_json::json!({
+    let allocation = json!({
         "type": "object",
         "required": ["containerID", "ifname"],
         "properties": {
@@ -108,58 +98,41 @@ pub fn crd() -> CustomResourceDefinition {
             "ipamClaim": string("The IPAMClaim the address is bound to (namespace/name).")
         }
     });
-    let allocations = serde_json::json!({
+    let allocations = json!({
         "description": "The allocations, keyed by address.",
         "type": "object",
         "additionalProperties": allocation
     });
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{PLURAL}.{GROUP}")},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "plural": PLURAL,
-                "singular": "ipamblock",
-                "kind": KIND,
-            },
-            "versions": [{
-                "name": VERSION,
-                "served": true,
-                "storage": true,
-                "additionalPrinterColumns": [
-                    {"name": "Network", "type": "string", "jsonPath": ".spec.network"},
-                    {"name": "CIDR", "type": "string", "jsonPath": ".spec.cidr"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
-                ],
-                "schema": {"openAPIV3Schema": {
-                    "description": "An aligned block of addresses of a plexus-ipam network and \
-                                    its allocations; changed only by compare-and-swap on \
-                                    resourceVersion.",
+    definition::<IpamBlock>(
+        /* names */ json!({"singular": "ipamblock"}),
+        /* version extras */
+        json!({
+            "additionalPrinterColumns": [
+                {"name": "Network", "type": "string", "jsonPath": ".spec.network"},
+                {"name": "CIDR", "type": "string", "jsonPath": ".spec.cidr"},
+                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+            ]
+        }),
+        /* schema */
+        json!({
+            "description": "An aligned block of addresses of a plexus-ipam network and \
+                            its allocations; changed only by compare-and-swap on \
+                            resourceVersion.",
+            "required": ["spec"],
+            "properties": {
+                "spec": {
                     "type": "object",
-                    "required": ["spec"],
+                    "required": ["cidr"],
                     "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": {
-                            "type": "object",
-                            "required": ["cidr"],
-                            "properties": {
-                                "network": string("The network (network_name; empty for the unnamed network)."),
-                                "cidr": string("The block CIDR, host bits zero."),
-                                "range": string("The range CIDR, for a range that does not share addresses with overlapping ranges."),
-                                "allocations": allocations
-                            }
-                        }
+                        "network": string("The network (network_name; empty for the unnamed network)."),
+                        "cidr": string("The block CIDR, host bits zero."),
+                        "range": string("The range CIDR, for a range that does not share addresses with overlapping ranges."),
+                        "allocations": allocations
                     }
-                }}
-            }]
-        }
-    }))
-    .expect("the IPAMBlock CRD is well-formed")
+                }
+            }
+        }),
+    )
 }
 
 #[cfg(test)]

@@ -14,15 +14,14 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-/// The API group (Multus's, shared with the NetworkAttachmentDefinition).
-pub const GROUP: &str = "k8s.cni.cncf.io";
+use crate::resource::{definition, string};
+
+/// The API group: Multus's, shared with the NetworkAttachmentDefinition.
+pub use crate::nad::GROUP;
 /// The API version.
 pub const VERSION: &str = "v1alpha1";
-/// The kind.
-pub const KIND: &str = "IPAMClaim";
-/// The plural, as it appears in URLs and RBAC rules.
-pub const PLURAL: &str = "ipamclaims";
 
 /// What a claim is for.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -46,89 +45,63 @@ pub struct IpamClaimStatus {
     pub other: serde_json::Map<String, serde_json::Value>,
 }
 
-/// A claim on the addresses of one interface of a network.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct IpamClaim {
-    /// `k8s.cni.cncf.io/v1alpha1`.
-    #[serde(rename = "apiVersion", default)]
-    pub api_version: String,
-    /// `IPAMClaim`.
-    #[serde(default)]
-    pub kind: String,
-    /// Name, namespace, resourceVersion.
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    /// The network and interface.
-    pub spec: IpamClaimSpec,
-    /// The addresses held.
-    #[serde(default)]
-    pub status: IpamClaimStatus,
+namespaced_resource! {
+    kind: "IPAMClaim", plural: "ipamclaims";
+    /// A claim on the addresses of one interface of a network.
+    pub struct IpamClaim {
+        /// Name, namespace, resourceVersion.
+        metadata,
+        /// The network and interface.
+        spec: IpamClaimSpec,
+        /// The addresses held.
+        #[serde(default)]
+        status: IpamClaimStatus = IpamClaimStatus::default(),
+    }
 }
-
-namespaced_resource!(IpamClaim, IpamClaimSpec, status: IpamClaimStatus::default());
 
 /// The definition as the ipamclaims project publishes it in substance: namespaced, the status
 /// a subresource (so `plexus-ipam` needs `update`/`patch` on `ipamclaims/status` only).
 pub fn crd() -> CustomResourceDefinition {
-    let string =
-        |description: &str| serde_json::json!({"type": "string", "description": description});
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{PLURAL}.{GROUP}")},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {"plural": PLURAL, "singular": "ipamclaim", "kind": KIND,
-                      "listKind": format!("{KIND}List")},
-            "versions": [{
-                "name": VERSION,
-                "served": true,
-                "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {
-                    "description": "A claim on the addresses of one interface of a network.",
+    definition::<IpamClaim>(
+        /* names */ json!({"singular": "ipamclaim", "listKind": format!("{KIND}List")}),
+        /* version extras */ json!({"subresources": {"status": {}}}),
+        /* schema */
+        json!({
+            "description": "A claim on the addresses of one interface of a network.",
+            "properties": {
+                "spec": {
                     "type": "object",
+                    "required": ["network", "interface"],
                     "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": {
-                            "type": "object",
-                            "required": ["network", "interface"],
-                            "properties": {
-                                "network": string("The network the addresses belong to."),
-                                "interface": string("The pod interface the addresses are for.")
-                            }
+                        "network": string("The network the addresses belong to."),
+                        "interface": string("The pod interface the addresses are for.")
+                    }
+                },
+                "status": {
+                    "type": "object",
+                    "required": ["ips"],
+                    "properties": {
+                        "ips": {
+                            "type": "array",
+                            "description": "The addresses held, as CIDRs.",
+                            "items": {"type": "string"}
                         },
-                        "status": {
+                        "ownerPod": {
                             "type": "object",
-                            "required": ["ips"],
-                            "properties": {
-                                "ips": {
-                                    "type": "array",
-                                    "description": "The addresses held, as CIDRs.",
-                                    "items": {"type": "string"}
-                                },
-                                "ownerPod": {
-                                    "type": "object",
-                                    "properties": {"name": string("The pod using the addresses.")}
-                                },
-                                "conditions": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "x-kubernetes-preserve-unknown-fields": true
-                                    }
-                                }
+                            "properties": {"name": string("The pod using the addresses.")}
+                        },
+                        "conditions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": true
                             }
                         }
                     }
-                }}
-            }]
-        }
-    }))
-    .expect("the IPAMClaim CRD is well-formed")
+                }
+            }
+        }),
+    )
 }
 
 /// [`crd`] as YAML, for `kubectl apply -f -` on a test cluster.

@@ -11,6 +11,8 @@
 //! [`crds`] lists the CustomResourceDefinition of every resource here and [`crd_yaml`] prints
 //! them as one multi-document YAML stream (`plexusctl crds | kubectl apply -f -`).
 
+#![warn(missing_docs)]
+
 #[macro_use]
 mod resource;
 pub mod ipam;

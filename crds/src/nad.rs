@@ -6,15 +6,14 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::resource::definition;
 
 /// The API group.
 pub const GROUP: &str = "k8s.cni.cncf.io";
 /// The API version.
 pub const VERSION: &str = "v1";
-/// The kind.
-pub const KIND: &str = "NetworkAttachmentDefinition";
-/// The plural, as it appears in URLs and RBAC rules.
-pub const PLURAL: &str = "network-attachment-definitions";
 
 /// The spec of a NetworkAttachmentDefinition: a CNI configuration as a JSON string. An empty
 /// `config` means "the file with this network's name in the configuration directory".
@@ -25,71 +24,48 @@ pub struct NetworkAttachmentDefinitionSpec {
     pub config: String,
 }
 
-/// A network pods can ask for by name.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct NetworkAttachmentDefinition {
-    /// `k8s.cni.cncf.io/v1`.
-    #[serde(rename = "apiVersion", default)]
-    pub api_version: String,
-    /// `NetworkAttachmentDefinition`.
-    #[serde(default)]
-    pub kind: String,
-    /// Name, namespace, annotations (`k8s.v1.cni.cncf.io/resourceName`), ...
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    /// The configuration; absent means empty.
-    #[serde(default)]
-    pub spec: NetworkAttachmentDefinitionSpec,
+namespaced_resource! {
+    kind: "NetworkAttachmentDefinition", plural: "network-attachment-definitions";
+    /// A network pods can ask for by name.
+    pub struct NetworkAttachmentDefinition {
+        /// Name, namespace, annotations (`k8s.v1.cni.cncf.io/resourceName`), ...
+        metadata,
+        /// The configuration; absent means empty.
+        #[serde(default)]
+        spec: NetworkAttachmentDefinitionSpec,
+    }
 }
-
-namespaced_resource!(NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec);
 
 /// The CustomResourceDefinition, as Multus's users have it: namespaced, short names
 /// `net-attach-def` and `nad`, `spec.config` a string, `spec` optional.
 pub fn crd() -> CustomResourceDefinition {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{PLURAL}.{GROUP}")},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "plural": PLURAL,
-                "singular": "network-attachment-definition",
-                "kind": KIND,
-                "shortNames": ["net-attach-def", "nad"]
-            },
-            "versions": [{
-                "name": VERSION,
-                "served": true,
-                "storage": true,
-                "schema": {"openAPIV3Schema": {
-                    "description": "A network that pods attach to through a CNI meta-plugin \
-                                    (Kubernetes Network Plumbing WG multi-net spec).",
+    definition::<NetworkAttachmentDefinition>(
+        /* names */
+        json!({
+            "singular": "network-attachment-definition",
+            "shortNames": ["net-attach-def", "nad"]
+        }),
+        /* version extras */ json!({}),
+        /* schema */
+        json!({
+            "description": "A network that pods attach to through a CNI meta-plugin \
+                            (Kubernetes Network Plumbing WG multi-net spec).",
+            "properties": {
+                "spec": {
+                    "description": "The network's CNI configuration.",
                     "type": "object",
                     "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": {
-                            "description": "The network's CNI configuration.",
-                            "type": "object",
-                            "properties": {
-                                "config": {
-                                    "description": "A CNI configuration or configuration list, \
-                                                    as JSON text; empty means the file of this \
-                                                    name in the plugin's configuration directory.",
-                                    "type": "string"
-                                }
-                            }
+                        "config": {
+                            "description": "A CNI configuration or configuration list, \
+                                            as JSON text; empty means the file of this \
+                                            name in the plugin's configuration directory.",
+                            "type": "string"
                         }
                     }
-                }}
-            }]
-        }
-    }))
-    .expect("the NetworkAttachmentDefinition CRD is well-formed")
+                }
+            }
+        }),
+    )
 }
 
 #[cfg(test)]

@@ -28,10 +28,6 @@ pub mod pool {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     pub use super::{GROUP, VERSION};
-    /// The kind.
-    pub const KIND: &str = "IPPool";
-    /// The plural.
-    pub const PLURAL: &str = "ippools";
 
     /// Who holds one address of a pool.
     #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -58,23 +54,16 @@ pub mod pool {
         pub allocations: BTreeMap<String, IpPoolAllocation>,
     }
 
-    /// One Whereabouts range and its allocations.
-    #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-    pub struct IpPool {
-        /// `whereabouts.cni.cncf.io/v1alpha1`.
-        #[serde(rename = "apiVersion", default)]
-        pub api_version: String,
-        /// `IPPool`.
-        #[serde(default)]
-        pub kind: String,
-        /// Name (`[<network_name>-]<range with : and / written ->`), namespace.
-        #[serde(default)]
-        pub metadata: ObjectMeta,
-        /// The range and its allocations.
-        pub spec: IpPoolSpec,
+    namespaced_resource! {
+        kind: "IPPool", plural: "ippools";
+        /// One Whereabouts range and its allocations.
+        pub struct IpPool {
+            /// Name (`[<network_name>-]<range with : and / written ->`), namespace.
+            metadata,
+            /// The range and its allocations.
+            spec: IpPoolSpec,
+        }
     }
-
-    namespaced_resource!(IpPool, IpPoolSpec);
 
     /// The definition, as Whereabouts publishes it in substance.
     pub fn crd() -> CustomResourceDefinition {
@@ -88,9 +77,7 @@ pub mod pool {
                 "ifname": {"type": "string", "description": "The interface name."}
             }
         });
-        super::definition(
-            KIND,
-            PLURAL,
+        super::definition::<IpPool>(
             "ippool",
             serde_json::json!({
                 "type": "object",
@@ -114,10 +101,6 @@ pub mod reservation {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     pub use super::{GROUP, VERSION};
-    /// The kind.
-    pub const KIND: &str = "OverlappingRangeIPReservation";
-    /// The plural.
-    pub const PLURAL: &str = "overlappingrangeipreservations";
 
     /// The holder of the address the object is named after.
     #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -133,32 +116,20 @@ pub mod reservation {
         pub ifname: String,
     }
 
-    /// One address reserved across the overlapping ranges of a network.
-    #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-    pub struct OverlappingRangeIpReservation {
-        /// `whereabouts.cni.cncf.io/v1alpha1`.
-        #[serde(rename = "apiVersion", default)]
-        pub api_version: String,
-        /// `OverlappingRangeIPReservation`.
-        #[serde(default)]
-        pub kind: String,
-        /// Name (`[<network_name>-]<address with : written ->`), namespace.
-        #[serde(default)]
-        pub metadata: ObjectMeta,
-        /// The holder.
-        pub spec: OverlappingRangeIpReservationSpec,
+    namespaced_resource! {
+        kind: "OverlappingRangeIPReservation", plural: "overlappingrangeipreservations";
+        /// One address reserved across the overlapping ranges of a network.
+        pub struct OverlappingRangeIpReservation {
+            /// Name (`[<network_name>-]<address with : written ->`), namespace.
+            metadata,
+            /// The holder.
+            spec: OverlappingRangeIpReservationSpec,
+        }
     }
-
-    namespaced_resource!(
-        OverlappingRangeIpReservation,
-        OverlappingRangeIpReservationSpec
-    );
 
     /// The definition, as Whereabouts publishes it in substance.
     pub fn crd() -> CustomResourceDefinition {
-        super::definition(
-            KIND,
-            PLURAL,
+        super::definition::<OverlappingRangeIpReservation>(
             "overlappingrangeipreservation",
             serde_json::json!({
                 "type": "object",
@@ -173,39 +144,17 @@ pub mod reservation {
     }
 }
 
-/// A namespaced `v1alpha1` definition of Whereabouts's group with this spec schema.
-fn definition(
-    kind: &str,
-    plural: &str,
+/// The definition of one of Whereabouts's resources, with this spec schema.
+fn definition<K: kube::Resource<DynamicType = ()>>(
     singular: &str,
     spec: serde_json::Value,
 ) -> CustomResourceDefinition {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{GROUP}")},
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {"plural": plural, "singular": singular, "kind": kind,
-                      "listKind": format!("{kind}List")},
-            "versions": [{
-                "name": VERSION,
-                "served": true,
-                "storage": true,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "properties": {
-                        "apiVersion": {"type": "string"},
-                        "kind": {"type": "string"},
-                        "metadata": {"type": "object"},
-                        "spec": spec
-                    }
-                }}
-            }]
-        }
-    }))
-    .expect("a Whereabouts CRD is well-formed")
+    let list_kind = format!("{}List", K::kind(&()));
+    crate::resource::definition::<K>(
+        serde_json::json!({"singular": singular, "listKind": list_kind}),
+        serde_json::json!({}),
+        serde_json::json!({"properties": {"spec": spec}}),
+    )
 }
 
 /// Both of Whereabouts's definitions, for test clusters.

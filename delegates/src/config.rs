@@ -20,10 +20,89 @@ pub enum ConfigError {
     Decode(#[from] serde_json::Error),
     /// JSON, but not a usable configuration.
     #[error("invalid network configuration: {0}")]
-    Invalid(String),
+    Invalid(#[from] InvalidConfig),
     /// A version that Plexus does not speak.
-    #[error("incompatible CNI version: {0}")]
-    Version(String),
+    #[error(
+        "incompatible CNI version: network {network:?} asks for version {version:?}, \
+         which Plexus does not support"
+    )]
+    Version {
+        /// The network's name.
+        network: String,
+        /// Its `cniVersion` as written.
+        version: String,
+    },
+}
+
+/// What makes a JSON value not a usable configuration.
+#[derive(Debug, Error)]
+pub enum InvalidConfig {
+    /// The configuration is not a JSON object.
+    #[error("a network configuration must be a JSON object")]
+    NotAnObject,
+    /// A key that must hold a string holds something else.
+    #[error("\"{0}\" must be a string")]
+    NotAString(&'static str),
+    /// A key that must hold a boolean (libcni's `readBool`) holds something else.
+    #[error("\"{key}\" must be a boolean, got {value}")]
+    NotABoolean {
+        /// The key.
+        key: &'static str,
+        /// What it holds.
+        value: Value,
+    },
+    /// The network has no `name`, or an empty one.
+    #[error("missing network \"name\"")]
+    MissingName,
+    /// The network's name is not usable (see [`validate_network_name`]).
+    #[error("invalid network name {0:?}: must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")]
+    InvalidName(String),
+    /// `plugins` is not a list.
+    #[error("network {0:?}: \"plugins\" must be a list")]
+    PluginsNotAList(String),
+    /// `plugins` is an empty list.
+    #[error("network {0:?}: \"plugins\" is empty")]
+    NoPlugins(String),
+    /// An entry of `plugins` is not an object.
+    #[error("network {network:?} plugin {index} is not an object")]
+    PluginNotAnObject {
+        /// The network's name.
+        network: String,
+        /// The entry's position in `plugins`.
+        index: usize,
+    },
+    /// A plugin (an entry of `plugins`, or a single configuration) is not usable.
+    #[error("{}: {problem}", plugin_name(network, *index))]
+    Plugin {
+        /// The network's name.
+        network: String,
+        /// The entry's position in `plugins`; `None` for a single configuration.
+        index: Option<usize>,
+        /// What is wrong with it.
+        problem: PluginProblem,
+    },
+}
+
+/// What is wrong with one plugin's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PluginProblem {
+    /// It has no `type`, or an empty one.
+    #[error("missing \"type\"")]
+    MissingType,
+    /// Its `type` is not a string.
+    #[error("\"type\" must be a string")]
+    TypeNotAString,
+    /// Its `capabilities` is not an object.
+    #[error("\"capabilities\" must be an object")]
+    CapabilitiesNotAnObject,
+}
+
+/// `network "<name>"`, or `network "<name>" plugin <index>` for an entry of `plugins`.
+fn plugin_name(network: &str, index: Option<usize>) -> String {
+    match index {
+        Some(index) => format!("network {network:?} plugin {index}"),
+        None => format!("network {network:?}"),
+    }
 }
 
 impl ConfigError {
@@ -32,7 +111,7 @@ impl ConfigError {
         match self {
             ConfigError::Decode(_) => ErrorCode::DecodingFailure,
             ConfigError::Invalid(_) => ErrorCode::InvalidNetworkConfig,
-            ConfigError::Version(_) => ErrorCode::IncompatibleVersion,
+            ConfigError::Version { .. } => ErrorCode::IncompatibleVersion,
         }
     }
 }
@@ -55,17 +134,21 @@ pub struct PluginConfig {
 }
 
 impl PluginConfig {
-    fn from_object(raw: Map<String, Value>, what: &str) -> Result<Self, ConfigError> {
+    /// The plugin of `network` at `index` in `plugins` (`None`: the single configuration).
+    fn from_object(
+        raw: Map<String, Value>,
+        network: &str,
+        index: Option<usize>,
+    ) -> Result<Self, ConfigError> {
+        let refuse = |problem| InvalidConfig::Plugin {
+            network: network.to_string(),
+            index,
+            problem,
+        };
         let plugin_type = match raw.get("type") {
             Some(Value::String(t)) if !t.is_empty() => t.clone(),
-            Some(Value::String(_)) | None => {
-                return Err(ConfigError::Invalid(format!("{what}: missing \"type\"")))
-            }
-            Some(_) => {
-                return Err(ConfigError::Invalid(format!(
-                    "{what}: \"type\" must be a string"
-                )))
-            }
+            Some(Value::String(_)) | None => Err(refuse(PluginProblem::MissingType))?,
+            Some(_) => Err(refuse(PluginProblem::TypeNotAString))?,
         };
         let capabilities = match raw.get("capabilities") {
             None | Some(Value::Null) => BTreeMap::new(),
@@ -73,11 +156,7 @@ impl PluginConfig {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), read_bool(v, "capabilities")?)))
                 .collect::<Result<_, ConfigError>>()?,
-            Some(_) => {
-                return Err(ConfigError::Invalid(format!(
-                    "{what}: \"capabilities\" must be an object"
-                )))
-            }
+            Some(_) => Err(refuse(PluginProblem::CapabilitiesNotAnObject))?,
         };
         Ok(PluginConfig {
             plugin_type,
@@ -114,18 +193,20 @@ pub struct NetworkConfigList {
 }
 
 /// libcni's `readBool`: a JSON bool, or the strings "true"/"false".
-fn read_bool(v: &Value, key: &str) -> Result<bool, ConfigError> {
+fn read_bool(v: &Value, key: &'static str) -> Result<bool, ConfigError> {
     match v {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
         Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
-        other => Err(ConfigError::Invalid(format!(
-            "\"{key}\" must be a boolean, got {other}"
-        ))),
+        other => Err(InvalidConfig::NotABoolean {
+            key,
+            value: other.clone(),
+        }
+        .into()),
     }
 }
 
-fn opt_bool(raw: &Map<String, Value>, key: &str) -> Result<bool, ConfigError> {
+fn opt_bool(raw: &Map<String, Value>, key: &'static str) -> Result<bool, ConfigError> {
     raw.get(key)
         .filter(|v| !v.is_null())
         .map(|v| read_bool(v, key))
@@ -144,27 +225,21 @@ impl NetworkConfigList {
     /// As [`NetworkConfigList::from_bytes`], from a parsed value.
     pub fn from_value(value: Value) -> Result<Self, ConfigError> {
         let Value::Object(raw) = value else {
-            return Err(ConfigError::Invalid(
-                "a network configuration must be a JSON object".into(),
-            ));
+            return Err(InvalidConfig::NotAnObject.into());
         };
         let name = match raw.get("name") {
             Some(Value::String(n)) => n.clone(),
             None | Some(Value::Null) => String::new(),
-            Some(_) => return Err(ConfigError::Invalid("\"name\" must be a string".into())),
+            Some(_) => return Err(InvalidConfig::NotAString("name").into()),
         };
         if name.is_empty() {
-            return Err(ConfigError::Invalid("missing network \"name\"".into()));
+            return Err(InvalidConfig::MissingName.into());
         }
         validate_network_name(&name)?;
         let cni_version = match raw.get("cniVersion") {
             Some(Value::String(v)) => v.clone(),
             None | Some(Value::Null) => String::new(),
-            Some(_) => {
-                return Err(ConfigError::Invalid(
-                    "\"cniVersion\" must be a string".into(),
-                ))
-            }
+            Some(_) => return Err(InvalidConfig::NotAString("cniVersion").into()),
         };
         let listed: Vec<&str> = match raw.get("cniVersions") {
             Some(Value::Array(vs)) => vs.iter().filter_map(Value::as_str).collect(),
@@ -178,10 +253,9 @@ impl NetworkConfigList {
                 Some(cni_version.as_str()).filter(|v| !v.is_empty()),
                 listed.iter().copied(),
             )
-            .ok_or_else(|| {
-                ConfigError::Version(format!(
-                    "network {name:?} asks for version {cni_version:?}, which Plexus does not support"
-                ))
+            .ok_or_else(|| ConfigError::Version {
+                network: name.clone(),
+                version: cni_version.clone(),
             })?
         };
         let disable_check = opt_bool(&raw, "disableCheck")?;
@@ -189,35 +263,27 @@ impl NetworkConfigList {
         let (plugins, single) = match raw.get("plugins") {
             Some(Value::Array(items)) => {
                 if items.is_empty() {
-                    return Err(ConfigError::Invalid(format!(
-                        "network {name:?}: \"plugins\" is empty"
-                    )));
+                    return Err(InvalidConfig::NoPlugins(name).into());
                 }
                 let plugins = items
                     .iter()
                     .enumerate()
-                    .map(|(i, p)| match p {
-                        Value::Object(m) => PluginConfig::from_object(
-                            m.clone(),
-                            &format!("network {name:?} plugin {i}"),
-                        ),
-                        _ => Err(ConfigError::Invalid(format!(
-                            "network {name:?} plugin {i} is not an object"
-                        ))),
+                    .map(|(index, p)| match p {
+                        Value::Object(m) => {
+                            PluginConfig::from_object(m.clone(), &name, Some(index))
+                        }
+                        _ => Err(InvalidConfig::PluginNotAnObject {
+                            network: name.clone(),
+                            index,
+                        }
+                        .into()),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 (plugins, false)
             }
-            Some(_) => {
-                return Err(ConfigError::Invalid(format!(
-                    "network {name:?}: \"plugins\" must be a list"
-                )))
-            }
+            Some(_) => return Err(InvalidConfig::PluginsNotAList(name).into()),
             None => (
-                vec![PluginConfig::from_object(
-                    raw.clone(),
-                    &format!("network {name:?}"),
-                )?],
+                vec![PluginConfig::from_object(raw.clone(), &name, None)?],
                 true,
             ),
         };
@@ -289,11 +355,8 @@ impl NetworkConfigList {
 
 /// Checks a network name: non-empty, the container ID pattern, no path characters.
 pub fn validate_network_name(name: &str) -> Result<(), ConfigError> {
-    crate::env::validate_container_id(name).map_err(|_| {
-        ConfigError::Invalid(format!(
-            "invalid network name {name:?}: must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$"
-        ))
-    })
+    crate::env::validate_container_id(name)
+        .map_err(|_| InvalidConfig::InvalidName(name.to_string()).into())
 }
 
 /// Calls `f` on every plugin object of a raw configuration: each object in `plugins` of a

@@ -8,7 +8,11 @@
 //! * Runtime side: [`invoke`] finds and runs a plugin binary, [`list`] runs a whole configuration
 //!   list as libcni does.
 //! * Plugins that move links: [`netns`] runs work inside a network namespace, [`links`] holds
-//!   synchronous netlink helpers for links, addresses and routes.
+//!   synchronous netlink helpers for links, addresses and routes. Both stand on a private
+//!   `netlink` module (a connection on the calling thread, and their two error types); `links`
+//!   uses `netns`, never the other way round.
+
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod env;
@@ -17,6 +21,7 @@ pub mod invoke;
 pub mod links;
 pub mod list;
 pub mod logging;
+mod netlink;
 pub mod netns;
 pub mod result;
 pub mod skel;

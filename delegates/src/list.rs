@@ -251,11 +251,7 @@ pub async fn del_first(
             failures.push(e);
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    none_or_all(failures)
 }
 
 /// GC: sends every plugin the valid attachments (under both `cni.dev/valid-attachments` and the
@@ -285,6 +281,11 @@ pub async fn gc(
             failures.push(e);
         }
     }
+    none_or_all(failures)
+}
+
+/// `Ok` when nothing failed, else every failure.
+fn none_or_all(failures: Vec<PluginFailure>) -> Result<(), Vec<PluginFailure>> {
     if failures.is_empty() {
         Ok(())
     } else {

@@ -18,83 +18,14 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::statfs::{statfs, NSFS_MAGIC};
 
-use crate::links::{self, LinkError};
+use crate::netlink::connection::set_up_here;
+pub use crate::netlink::error::NetnsError;
 
 /// Directory holding named network namespaces (as used by iproute2).
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// The network namespace of the calling thread (not of the main thread).
 pub const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
-
-/// Errors of network namespace operations.
-#[derive(Debug, thiserror::Error)]
-pub enum NetnsError {
-    /// The namespace file could not be opened.
-    #[error("cannot open network namespace {path}: {source}")]
-    Open {
-        /// Path of the namespace file.
-        path: PathBuf,
-        /// Underlying error.
-        source: io::Error,
-    },
-    /// `setns(2)` into the namespace failed.
-    #[error("cannot enter network namespace {path}: {source}")]
-    Setns {
-        /// Path of the namespace file.
-        path: PathBuf,
-        /// Underlying error.
-        source: Errno,
-    },
-    /// The helper thread could not be spawned.
-    #[error("cannot spawn a network namespace thread: {0}")]
-    Spawn(#[source] io::Error),
-    /// The name is not usable as a file name under `/run/netns`.
-    #[error("invalid network namespace name {0:?}")]
-    InvalidName(String),
-    /// A namespace with that name already exists.
-    #[error("network namespace {0} already exists")]
-    Exists(PathBuf),
-    /// Preparing `/run/netns` (directory, shared mount, lock) failed.
-    #[error("cannot prepare {NETNS_RUN_DIR}: {0}")]
-    RunDir(#[source] io::Error),
-    /// Creating the namespace file failed.
-    #[error("cannot create {path}: {source}")]
-    Create {
-        /// Path of the namespace file.
-        path: PathBuf,
-        /// Underlying error.
-        source: io::Error,
-    },
-    /// `unshare(CLONE_NEWNET)` failed.
-    #[error("cannot create a network namespace: {0}")]
-    Unshare(#[source] Errno),
-    /// A mount or unmount failed.
-    #[error("cannot {action} {path}: {source}")]
-    Mount {
-        /// What was being done ("bind-mount", "unmount", ...).
-        action: &'static str,
-        /// Path of the mount point.
-        path: PathBuf,
-        /// Underlying error.
-        source: Errno,
-    },
-    /// Removing the namespace file failed.
-    #[error("cannot remove {path}: {source}")]
-    Remove {
-        /// Path of the namespace file.
-        path: PathBuf,
-        /// Underlying error.
-        source: io::Error,
-    },
-    /// Bringing `lo` up in a new namespace failed.
-    #[error("cannot bring lo up in {path}: {source}")]
-    Loopback {
-        /// Path of the namespace file.
-        path: PathBuf,
-        /// Underlying error.
-        source: Box<LinkError>,
-    },
-}
 
 /// Runs `f` on a dedicated thread that has entered the network namespace at
 /// `netns` and returns its result. A panic in `f` is resumed in the caller.
@@ -108,17 +39,24 @@ pub fn run_in<T: Send + 'static>(
         source,
     })?;
     let path = netns.to_path_buf();
-    let handle = std::thread::Builder::new()
-        .name("plexus-netns".into())
-        .spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .map_err(|source| NetnsError::Setns { path, source })?;
-            drop(file);
-            Ok(f())
-        })
-        .map_err(NetnsError::Spawn)?;
+    on_new_thread("plexus-netns", move || {
+        setns(&file, CloneFlags::CLONE_NEWNET)
+            .map_err(|source| NetnsError::Setns { path, source })?;
+        drop(file);
+        Ok(f())
+    })
+    .map_err(NetnsError::Spawn)?
+}
+
+/// Runs `f` on a new thread called `name` and returns its result; an error only if the thread
+/// cannot be started. A panic in `f` is resumed in the caller.
+pub(crate) fn on_new_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    let handle = std::thread::Builder::new().name(name.into()).spawn(f)?;
     match handle.join() {
-        Ok(result) => result,
+        Ok(result) => Ok(result),
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
@@ -144,32 +82,27 @@ pub fn create_named(name: &str) -> Result<PathBuf, NetnsError> {
             },
         })?;
     let target = path.clone();
-    let made = std::thread::Builder::new()
-        .name("plexus-netns-new".into())
-        .spawn(move || -> Result<(), NetnsError> {
-            unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
-            mount(
-                Some(THREAD_NETNS),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|source| NetnsError::Mount {
-                action: "bind-mount the namespace on",
-                path: target.clone(),
-                source,
-            })?;
-            links::set_up_here("lo").map_err(|source| NetnsError::Loopback {
-                path: target,
-                source: Box::new(source),
-            })
+    let made = on_new_thread("plexus-netns-new", move || -> Result<(), NetnsError> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(NetnsError::Unshare)?;
+        mount(
+            Some(THREAD_NETNS),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| NetnsError::Mount {
+            action: "bind-mount the namespace on",
+            path: target.clone(),
+            source,
+        })?;
+        set_up_here("lo").map_err(|source| NetnsError::Loopback {
+            path: target,
+            source: Box::new(source),
         })
-        .map_err(NetnsError::Spawn)
-        .and_then(|handle| match handle.join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        });
+    })
+    .map_err(NetnsError::Spawn)
+    .and_then(|made| made);
     if let Err(e) = made {
         let _ = delete(&path);
         return Err(e);
@@ -215,10 +148,14 @@ fn prepare_run_dir() -> Result<(), NetnsError> {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(NETNS_RUN_DIR);
-    fs::create_dir_all(dir).map_err(NetnsError::RunDir)?;
-    let handle = File::open(dir).map_err(NetnsError::RunDir)?;
-    let _flock = Flock::lock(handle, FlockArg::LockExclusive)
-        .map_err(|(_, errno)| NetnsError::RunDir(errno.into()))?;
+    let failed = |source: io::Error| NetnsError::RunDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(failed)?;
+    let handle = File::open(dir).map_err(failed)?;
+    let _flock =
+        Flock::lock(handle, FlockArg::LockExclusive).map_err(|(_, errno)| failed(errno.into()))?;
     let make_shared = || {
         mount(
             Some("none"),
@@ -231,7 +168,7 @@ fn prepare_run_dir() -> Result<(), NetnsError> {
     match make_shared() {
         Ok(()) => return Ok(()),
         Err(Errno::EINVAL) => {}
-        Err(e) => return Err(NetnsError::RunDir(e.into())),
+        Err(e) => return Err(failed(e.into())),
     }
     mount(
         Some(dir),
@@ -240,8 +177,8 @@ fn prepare_run_dir() -> Result<(), NetnsError> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| NetnsError::RunDir(e.into()))?;
-    make_shared().map_err(|e| NetnsError::RunDir(e.into()))
+    .map_err(|e| failed(e.into()))?;
+    make_shared().map_err(|e| failed(e.into()))
 }
 
 #[cfg(test)]

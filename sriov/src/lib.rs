@@ -7,6 +7,8 @@
 //! configured on the PF and gets addresses, but nothing is moved or applied. DEL ([`del`]) undoes
 //! all of it from the state file, also after a crash; a failed ADD does the same.
 
+#![warn(missing_docs)]
+
 pub mod add;
 pub mod check;
 pub mod config;

@@ -37,13 +37,24 @@ pub enum PfError {
         vf: u32,
     },
     /// The recorder file could not be used.
-    #[error("PF recorder {path}: {message}")]
+    #[error("PF recorder {path}: {source}")]
     Recorder {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        message: String,
+        source: RecorderError,
     },
+}
+
+/// Why the recorder file of [`RecordingPf`] could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    /// Reading or appending failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A line is not a JSON object, or not a [`VfChange`].
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
 }
 
 /// A VLAN protocol: `802.1q` (the default) or `802.1ad`.
@@ -344,10 +355,10 @@ impl RecordingPf {
         &self.path
     }
 
-    fn error(&self, message: impl fmt::Display) -> PfError {
+    fn error(&self, source: impl Into<RecorderError>) -> PfError {
         PfError::Recorder {
             path: self.path.clone(),
-            message: message.to_string(),
+            source: source.into(),
         }
     }
 

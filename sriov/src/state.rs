@@ -32,13 +32,29 @@ pub enum StateError {
         /// Why it failed.
         source: io::Error,
     },
-    /// The file is not a state file of this format.
-    #[error("state file {path} is unreadable: {message}")]
+    /// The file is not JSON of a state file.
+    #[error("state file {path} is unreadable: {source}")]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        message: String,
+        source: serde_json::Error,
+    },
+    /// The file is a state file of another format.
+    #[error("state file {path} is unreadable: format {format} (this plugin writes {FORMAT})")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// The format it says it has.
+        format: u32,
+    },
+    /// The state could not be written as JSON.
+    #[error("cannot encode state file {path}: {source}")]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
     },
 }
 
@@ -148,9 +164,9 @@ impl StateDir {
             }
         };
         fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
-        let json = serde_json::to_vec_pretty(state).map_err(|e| StateError::Corrupt {
+        let json = serde_json::to_vec_pretty(state).map_err(|source| StateError::Encode {
             path: path.clone(),
-            message: e.to_string(),
+            source,
         })?;
         let mut file = File::create(&tmp).map_err(io("creating", &tmp))?;
         file.write_all(&json).map_err(io("writing", &tmp))?;
@@ -177,14 +193,14 @@ impl StateDir {
             }
         };
         let state: SavedState =
-            serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
                 path: path.clone(),
-                message: e.to_string(),
+                source,
             })?;
         if state.format != FORMAT {
-            return Err(StateError::Corrupt {
+            return Err(StateError::Format {
                 path,
-                message: format!("format {} (this plugin writes {FORMAT})", state.format),
+                format: state.format,
             });
         }
         Ok(Some(state))

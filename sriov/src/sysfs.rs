@@ -16,6 +16,17 @@ use serde::{Deserialize, Serialize};
 /// The drivers that make a VF without a netdev a DPDK VF.
 pub const DPDK_DRIVERS: [&str; 3] = ["vfio-pci", "uio_pci_generic", "igb_uio"];
 
+/// Why a PCI device is not a VF this plugin can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAVf {
+    /// The device has no `physfn` link: it is not a VF.
+    #[error("no physfn link")]
+    NoPhysfn,
+    /// The VF's PF has no netdev to configure it through.
+    #[error("its PF has no netdev")]
+    PfWithoutNetdev,
+}
+
 /// Errors of the sysfs lookup.
 #[derive(Debug, thiserror::Error)]
 pub enum SysfsError {
@@ -24,7 +35,7 @@ pub enum SysfsError {
     NoDevice(String, PathBuf),
     /// The device is not a VF (no `physfn`), or its PF has no netdev.
     #[error("{0} is not an SR-IOV VF with a PF netdev: {1}")]
-    NotAVf(String, String),
+    NotAVf(String, NotAVf),
     /// The PF lists no `virtfnN` link to the VF.
     #[error("PF {pf} has no virtfn link to {vf}")]
     NoIndex {
@@ -141,11 +152,11 @@ impl Sysfs {
         }
         let physfn = device.join("physfn");
         let pf_pci = link_basename(&physfn)
-            .ok_or_else(|| SysfsError::NotAVf(pci.to_string(), "no physfn link".into()))?;
+            .ok_or_else(|| SysfsError::NotAVf(pci.to_string(), NotAVf::NoPhysfn))?;
         let pf = names(&physfn.join("net"))?
             .into_iter()
             .next()
-            .ok_or_else(|| SysfsError::NotAVf(pci.to_string(), "its PF has no netdev".into()))?;
+            .ok_or_else(|| SysfsError::NotAVf(pci.to_string(), NotAVf::PfWithoutNetdev))?;
         let index = self.index(&pf, &physfn, pci)?;
         let mode = match names(&device.join("net"))?.into_iter().next() {
             Some(netdev) => VfMode::Netdev { netdev },

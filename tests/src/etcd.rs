@@ -25,9 +25,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::cluster::{
-    free_port, remove_stale_etcd_dirs, spawn_tied, tail, Result, ETCD_DIR_PREFIX, OWNER_FILE,
-};
+use crate::cluster::Result;
+use crate::process::{free_port, spawn_tied, tail};
 
 /// The environment variable naming the etcd binary (default `/usr/bin/etcd`).
 pub const ETCD_ENV: &str = "PLEXUS_ETCD";
@@ -96,16 +95,7 @@ impl LocalEtcd {
     }
 
     fn start_with(tls: bool) -> Result<LocalEtcd> {
-        let shm = Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            remove_stale_etcd_dirs(shm);
-            tempfile::Builder::new()
-                .prefix(ETCD_DIR_PREFIX)
-                .tempdir_in(shm)?
-        } else {
-            tempfile::Builder::new().prefix(ETCD_DIR_PREFIX).tempdir()?
-        };
-        std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())?;
+        let dir = data_dir()?;
         let tls = if tls {
             Some(make_pki(dir.path())?)
         } else {
@@ -175,18 +165,7 @@ impl LocalEtcd {
             .create(true)
             .append(true)
             .open(self.log())?;
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--name=plexus")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
-            ))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=plexus={peer}"))
-            .arg("--log-level=warn");
+        let mut cmd = command(&self.binary, self.dir.path(), &client, &peer);
         if let Some(tls) = &self.tls {
             let dir = self.dir.path();
             cmd.arg(format!("--cert-file={}", dir.join("server.crt").display()))
@@ -295,32 +274,97 @@ fn healthy(port: u16, tls: Option<&TlsFiles>) -> bool {
     probe().is_ok_and(|answer| answer.contains("\"health\":\"true\""))
 }
 
+/// The etcd command of a one-member cluster `plexus` with its data under `dir`, serving
+/// clients at `client_url` and its peer at `peer_url`.
+pub(crate) fn command(binary: &Path, dir: &Path, client_url: &str, peer_url: &str) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--name=plexus")
+        .arg(format!("--data-dir={}", dir.join("data").display()))
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=plexus={peer_url}"))
+        .arg("--log-level=warn");
+    cmd
+}
+
+/// A new directory for etcd's data, in `/dev/shm` when there is one (after removing the stale
+/// ones there), owned by this process (its id in [`OWNER_FILE`]).
+pub(crate) fn data_dir() -> io::Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        remove_stale_etcd_dirs(shm);
+        tempfile::Builder::new()
+            .prefix(ETCD_DIR_PREFIX)
+            .tempdir_in(shm)?
+    } else {
+        tempfile::Builder::new().prefix(ETCD_DIR_PREFIX).tempdir()?
+    };
+    std::fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())?;
+    Ok(dir)
+}
+
+/// The prefix of etcd's data directories (in `/dev/shm`).
+const ETCD_DIR_PREFIX: &str = "plexus-etcd-";
+/// The file in etcd's data directory that holds the owning process's id.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes the etcd data directories in `shm` left behind by processes that are gone (killed
+/// before they could drop their cluster): each holds over 100 MB of memory (etcd preallocates
+/// its write-ahead log).
+fn remove_stale_etcd_dirs(shm: &Path) {
+    let Ok(entries) = std::fs::read_dir(shm) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(ETCD_DIR_PREFIX)
+        {
+            continue;
+        }
+        let stale = match std::fs::read_to_string(path.join(OWNER_FILE)) {
+            Ok(pid) => !Path::new("/proc").join(pid.trim()).exists(),
+            // No owner yet: being created right now, unless it is old.
+            Err(_) => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60)),
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// A throwaway CA in `dir` (`ca.crt`), with a server certificate for 127.0.0.1
 /// (`server.crt`, `server.key`) and a client certificate (`client.crt`, `client.key`), all
 /// P-256 and valid for a day.
 fn make_pki(dir: &Path) -> Result<TlsFiles> {
     let p = |name: &str| dir.join(name).display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.crt"),
-        "-days",
-        "1",
-        "-subj",
-        "/CN=plexus-test-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ])?;
+    let ca_key = p("ca.key");
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &new_key(&ca_key),
+            &[
+                "-out",
+                &p("ca.crt"),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=plexus-test-ca",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    )?;
     for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
         let ext = dir.join(format!("{name}.ext"));
         std::fs::write(
@@ -329,20 +373,20 @@ fn make_pki(dir: &Path) -> Result<TlsFiles> {
                 "subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
             ),
         )?;
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &p(&format!("{name}.key")),
-            "-out",
-            &p(&format!("{name}.csr")),
-            "-subj",
-            &format!("/CN=plexus-test-{name}"),
-        ])?;
+        let key = p(&format!("{name}.key"));
+        openssl(
+            &[
+                &["req"][..],
+                &new_key(&key),
+                &[
+                    "-out",
+                    &p(&format!("{name}.csr")),
+                    "-subj",
+                    &format!("/CN=plexus-test-{name}"),
+                ],
+            ]
+            .concat(),
+        )?;
         openssl(&[
             "x509",
             "-req",
@@ -366,6 +410,19 @@ fn make_pki(dir: &Path) -> Result<TlsFiles> {
         cert: dir.join("client.crt"),
         key: dir.join("client.key"),
     })
+}
+
+/// The `openssl req` arguments that make a new, unencrypted P-256 key written to `key`.
+fn new_key(key: &str) -> [&str; 7] {
+    [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+    ]
 }
 
 /// Runs `openssl` with `args`; an error with its stderr if it fails.

@@ -15,6 +15,8 @@
 //!
 //! [`podresources::PodResourcesServer`] stands in for the kubelet's PodResources API.
 
+#![warn(missing_docs)]
+
 use std::fs::File;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,7 @@ pub mod ipam;
 pub mod node;
 pub mod podman;
 pub mod podresources;
+mod process;
 pub mod sriov;
 
 /// True if running as root. Otherwise prints "skipped: needs root" and
