@@ -19,6 +19,7 @@ pub mod list;
 pub mod logging;
 pub mod netns;
 pub mod result;
+pub mod runtime;
 pub mod skel;
 pub mod version;
 

@@ -42,6 +42,7 @@ use std::net::IpAddr;
 
 use plexus_cni::list::{valid_attachments, Attachment};
 use plexus_cni::result::IpConfig;
+use plexus_cni::runtime::block_on;
 use plexus_cni::skel::{Plugin, Request};
 use plexus_cni::{CniError, CniResult, ErrorCode};
 use serde_json::Value;
@@ -150,20 +151,6 @@ fn load(req: &Request) -> Result<IpamConfig, CniError> {
 
 fn unavailable(e: CniError) -> CniError {
     CniError::new(ErrorCode::PluginNotAvailable, e.msg).with_details(e.details)
-}
-
-/// Runs a future to completion on a single-threaded runtime.
-fn block_on<T>(f: impl std::future::Future<Output = Result<T, CniError>>) -> Result<T, CniError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CniError::new(
-                ErrorCode::IoFailure,
-                format!("cannot start the async runtime: {e}"),
-            )
-        })?;
-    rt.block_on(f)
 }
 
 /// The owner of this call's addresses.
@@ -508,13 +495,6 @@ mod tests {
         }
     }
 
-    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
     #[test]
     fn add_builds_an_ipam_result_and_rolls_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -526,7 +506,7 @@ mod tests {
             dir.path(),
         );
         let store = LocalStore::new(dir.path());
-        run(async {
+        block_on(async {
             let r = add(&store, &c, &owner("c1", "net1")).await.unwrap();
             let v = r.to_value(plexus_cni::SpecVersion::V1_1_0);
             assert_eq!(
@@ -579,7 +559,9 @@ mod tests {
                 3
             );
             assert!(store.usage().await.unwrap().is_empty());
-        });
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]
@@ -594,7 +576,7 @@ mod tests {
             dir.path(),
         );
         let store = LocalStore::new(dir.path());
-        run(async {
+        block_on(async {
             add(&store, &c, &owner("keep", "net1")).await.unwrap();
             add(&store, &c, &owner("stale", "net1")).await.unwrap();
             add(&store, &c, &owner("keep", "net2")).await.unwrap();
@@ -623,7 +605,9 @@ mod tests {
                 .flat_map(|u| u.allocations.iter().map(|a| a.owner.container_id.clone()))
                 .collect();
             assert_eq!(left, ["keep", "remote", "elsewhere"]);
-        });
+            Ok(())
+        })
+        .unwrap();
         let conf = json!({"cni.dev/attachments": [{"containerID": "a", "ifname": "b"}]});
         assert_eq!(
             valid_attachments(conf.as_object().unwrap()).unwrap().len(),
@@ -644,7 +628,7 @@ mod tests {
                           "ipam": {"type": "whereabouts", "range": "10.0.0.0/24",
                                    "kubernetes": {"kubeconfig": "/nonexistent"}}});
         let c = IpamConfig::load_with(conf.as_object().unwrap(), &[], "n").unwrap();
-        let err = run(open_store(&c)).unwrap_err();
+        let err = block_on(open_store(&c)).unwrap_err();
         assert_eq!(err.code, 121);
     }
 }
