@@ -342,7 +342,7 @@ impl RawKube {
         object.metadata.labels = Some([(NETWORK_LABEL.to_string(), layout.network_label())].into());
         let params = PostParams::default();
         match client
-            .call(|| format!("create {name}"), api.create(&params, &object))
+            .call("create", name.clone(), api.create(&params, &object))
             .await
         {
             Ok(_) | Err(ApiError::AlreadyExists) => {}
@@ -369,7 +369,7 @@ impl RawKube {
         loop {
             let mut object = self
                 .client
-                .call(|| format!("get {name}"), self.api.get(name))
+                .call("get", name.as_str(), self.api.get(name))
                 .await
                 .map_err(|e| format!("get {name}: {e:?}"))?;
             let allocations = &mut object.spec.allocations;
@@ -384,7 +384,8 @@ impl RawKube {
             match self
                 .client
                 .call(
-                    || format!("update {name}"),
+                    "update",
+                    name.as_str(),
                     self.api.replace(name, &params, &object),
                 )
                 .await

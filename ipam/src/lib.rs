@@ -13,6 +13,7 @@
 pub mod backends;
 pub mod claimed;
 pub mod config;
+pub mod error;
 pub mod gc;
 pub mod import;
 pub mod plugin;

@@ -39,8 +39,9 @@ use serde::{Deserialize, Serialize};
 use self::keys::PoolKeys;
 use self::search::{Next, Scan};
 use crate::config::EtcdAuth;
+use crate::error::{EtcdError, StoreError};
 use crate::range::IpRange;
-use crate::store::{Allocation, Owner, Pool, PoolUsage, Store, StoreError};
+use crate::store::{Allocation, Owner, Pool, PoolUsage, Store};
 
 /// The key prefix Plexus uses unless configured otherwise.
 pub const DEFAULT_PREFIX: &str = crate::config::DEFAULT_ETCD_PREFIX;
@@ -103,7 +104,7 @@ impl EtcdStore {
         auth: &EtcdAuth,
     ) -> Result<EtcdStore, StoreError> {
         if endpoints.is_empty() {
-            return Err(StoreError::Backend("no etcd endpoints configured".into()));
+            return Err(EtcdError::NoEndpoints.into());
         }
         let names = endpoints.join(",");
         let mut options = ConnectOptions::new()
@@ -332,9 +333,7 @@ impl Store for EtcdStore {
                 .await?;
             let mut answers = gets(&answer).into_iter();
             let (Some(held), Some(page)) = (answers.next(), answers.next()) else {
-                return Err(StoreError::Backend(
-                    "etcd answered a transaction with too few reads".into(),
-                ));
+                return Err(EtcdError::ShortAnswer.into());
             };
             if let Some(kv) = held.kvs().first() {
                 match self.adopt(&keys, owner, kv).await? {
@@ -601,9 +600,7 @@ fn two_gets(
     let mut gets = gets(answer).into_iter();
     match (gets.next(), gets.next()) {
         (Some(a), Some(b)) => Ok((a, b)),
-        _ => Err(StoreError::Backend(
-            "etcd answered a transaction with too few reads".into(),
-        )),
+        _ => Err(EtcdError::ShortAnswer.into()),
     }
 }
 
@@ -633,8 +630,9 @@ fn corrupt(key: &str, reason: &str) -> StoreError {
 /// The TLS settings of `auth`, if it names any TLS file.
 fn tls_options(auth: &EtcdAuth) -> Result<Option<etcd_client::TlsOptions>, StoreError> {
     let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
-            StoreError::Backend(format!("cannot read etcd TLS file {}: {e}", path.display()))
+        std::fs::read(path).map_err(|e| EtcdError::TlsFile {
+            path: path.to_path_buf(),
+            source: e,
         })
     };
     let mut tls = etcd_client::TlsOptions::new();
@@ -649,11 +647,7 @@ fn tls_options(auth: &EtcdAuth) -> Result<Option<etcd_client::TlsOptions>, Store
             any = true;
         }
         (None, None) => {}
-        _ => {
-            return Err(StoreError::Backend(
-                "etcd_cert_file and etcd_key_file go together".into(),
-            ))
-        }
+        _ => return Err(EtcdError::HalfIdentity.into()),
     }
     Ok(any.then_some(tls))
 }
@@ -672,10 +666,14 @@ fn classify(endpoints: &str, what: &str, e: etcd_client::Error) -> StoreError {
         },
         _ => false,
     };
-    let message = format!("etcd at {endpoints}: {what} failed: {e}");
     if unavailable {
-        StoreError::Unavailable(message)
+        StoreError::Unavailable(format!("etcd at {endpoints}: {what} failed: {e}"))
     } else {
-        StoreError::Backend(message)
+        EtcdError::Refused {
+            endpoints: endpoints.to_string(),
+            what: what.to_string(),
+            source: e,
+        }
+        .into()
     }
 }

@@ -362,10 +362,7 @@ impl KubeStore {
 impl Store for KubeStore {
     async fn allocate(&self, pool: &Pool, owner: &Owner) -> Result<IpAddr, StoreError> {
         if self.options.node.is_empty() {
-            return Err(StoreError::Backend(
-                "the node name is empty: set NODE_NAME (it names the holder of the node's blocks)"
-                    .into(),
-            ));
+            return Err(crate::error::KubeStoreError::NoNodeName.into());
         }
         let mut op = self.op(pool)?;
         allocate::allocate(self, &mut op, owner).await

@@ -13,7 +13,8 @@ use super::layout::Layout;
 use super::leases::{self, Claim, Target};
 use super::place::{Op, Placed};
 use super::KubeStore;
-use crate::store::{Owner, StoreError};
+use crate::error::{KubeStoreError, StoreError};
+use crate::store::Owner;
 
 /// Allocates an address of the op's pool for `owner` (see the module documentation of
 /// [`super`] for the order of the steps and their round trips).
@@ -353,14 +354,13 @@ fn check_block_size(layout: &Layout, blocks: &[Block]) -> Result<(), StoreError>
     match blocks.iter().find(|b| {
         layout.owns(&b.network, &b.range, b.cidr) && b.cidr.prefix_len() != layout.block_prefix
     }) {
-        Some(b) => Err(StoreError::Backend(format!(
-            "block {} of network {:?} is a /{} but this range uses /{} blocks: every range of a \
-             network must use the same block size",
-            b.cidr,
-            layout.network,
-            b.cidr.prefix_len(),
-            layout.block_prefix
-        ))),
+        Some(b) => Err(KubeStoreError::BlockSize {
+            block: b.cidr.to_string(),
+            network: layout.network.clone(),
+            found: b.cidr.prefix_len(),
+            wanted: layout.block_prefix,
+        }
+        .into()),
         None => Ok(()),
     }
 }

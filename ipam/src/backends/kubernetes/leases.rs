@@ -28,7 +28,7 @@ use super::client::ApiError;
 use super::hints::BlockHint;
 use super::layout::{fnv1a, CIDR_ANNOTATION, LEASE_PREFIX, NETWORK_LABEL};
 use super::objects::{unexpected, Objects};
-use crate::store::StoreError;
+use crate::error::{KubeStoreError, StoreError};
 
 /// The label that says who manages a Lease (the Kubernetes recommended label).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -156,14 +156,13 @@ fn check_ours(
 ) -> Result<(), StoreError> {
     match foreign(lease, target, node) {
         None => Ok(()),
-        Some(why) => Err(StoreError::Backend(format!(
-            "leases \"{}/{}\" has the name of the Lease of block {} but was not written by \
-             plexus-ipam ({why}); it is left as it is: rename or delete it, or give plexus-ipam \
-             a namespace of its own (kubernetes.namespace)",
-            objects.namespace(),
-            target.name,
-            target.cidr
-        ))),
+        Some(why) => Err(KubeStoreError::ForeignLease {
+            namespace: objects.namespace().to_string(),
+            name: target.name.to_string(),
+            block: target.cidr.to_string(),
+            why: why.to_string(),
+        }
+        .into()),
     }
 }
 

@@ -8,7 +8,7 @@ use plexus_crds::IpamBlock;
 use super::block::Block;
 use super::client::{ApiError, KubeClient};
 use super::layout::NETWORK_LABEL;
-use crate::store::StoreError;
+use crate::error::{KubeStoreError, StoreError, Unexpected};
 
 /// The objects of one namespace.
 #[derive(Debug, Clone)]
@@ -54,8 +54,14 @@ impl Objects {
         }
     }
 
+    /// `resource "namespace/name"`, as errors name an object.
+    fn object(&self, resource: &str, name: &str) -> String {
+        format!("{resource} \"{}/{name}\"", self.namespace)
+    }
+
+    /// `verb resource "namespace/name"`, as errors name a call.
     fn what(&self, verb: &str, resource: &str, name: &str) -> String {
-        format!("{verb} {resource} \"{}/{name}\"", self.namespace)
+        format!("{verb} {}", self.object(resource, name))
     }
 
     /// GET a block; `None` when it does not exist.
@@ -63,7 +69,7 @@ impl Objects {
         let api = self.blocks();
         match self
             .client
-            .call(|| self.what("get", "ipamblocks", name), api.get(name))
+            .call("get", self.object("ipamblocks", name), api.get(name))
             .await
         {
             Ok(object) => Block::read(object, &self.namespace).map(Some),
@@ -81,10 +87,10 @@ impl Objects {
         let what = || self.what("create", "ipamblocks", &block.name);
         let created = self
             .client
-            .call(what, api.create(&Self::params(), &object))
+            .call("create", what(), api.create(&Self::params(), &object))
             .await
             .map_err(|e| missing_is_fatal(e, what))?;
-        Ok(Block::read(created, &self.namespace)?)
+        Block::read(created, &self.namespace).map_err(ApiError::Failed)
     }
 
     /// Replaces `block` on the condition that it is still at the `resourceVersion` it was read
@@ -96,11 +102,12 @@ impl Objects {
         let written = self
             .client
             .call(
-                || self.what("update", "ipamblocks", &block.name),
+                "update",
+                self.object("ipamblocks", &block.name),
                 api.replace(&block.name, &Self::params(), &object),
             )
             .await?;
-        Ok(Block::read(written, &self.namespace)?)
+        Block::read(written, &self.namespace).map_err(ApiError::Failed)
     }
 
     /// LIST the blocks of the network labelled `label`, or every block with `None`.
@@ -110,7 +117,11 @@ impl Objects {
         let what = || format!("list ipamblocks in {}", self.namespace);
         let list = self
             .client
-            .call(what, api.list(&params))
+            .call(
+                "list",
+                format!("ipamblocks in {}", self.namespace),
+                api.list(&params),
+            )
             .await
             .map_err(|e| unexpected(e, what))?;
         list.items
@@ -125,7 +136,8 @@ impl Objects {
         let api = self.blocks();
         self.client
             .call(
-                || self.what("delete", "ipamblocks", name),
+                "delete",
+                self.object("ipamblocks", name),
                 api.delete(name, &precondition(version)),
             )
             .await
@@ -138,7 +150,8 @@ impl Objects {
         let api = self.leases();
         self.client
             .call(
-                || self.what("delete", "leases", name),
+                "delete",
+                self.object("leases", name),
                 api.delete(name, &precondition(version)),
             )
             .await
@@ -151,7 +164,11 @@ impl Objects {
         let what = || format!("list leases in {}", self.namespace);
         let list = self
             .client
-            .call(what, api.list(&list_params(None)))
+            .call(
+                "list",
+                format!("leases in {}", self.namespace),
+                api.list(&list_params(None)),
+            )
             .await
             .map_err(|e| unexpected(e, what))?;
         Ok(list.items)
@@ -162,7 +179,11 @@ impl Objects {
         let api = self.blocks();
         let what = || format!("list ipamblocks in {}", self.namespace);
         self.client
-            .call(what, api.list_metadata(&ListParams::default().limit(1)))
+            .call(
+                "list",
+                format!("ipamblocks in {}", self.namespace),
+                api.list_metadata(&ListParams::default().limit(1)),
+            )
             .await
             .map(drop)
             .map_err(|e| unexpected(e, what))
@@ -173,7 +194,7 @@ impl Objects {
         let api = self.leases();
         match self
             .client
-            .call(|| self.what("get", "leases", name), api.get(name))
+            .call("get", self.object("leases", name), api.get(name))
             .await
         {
             Ok(lease) => Ok(Some(lease)),
@@ -188,7 +209,7 @@ impl Objects {
         let name = lease.metadata.name.clone().unwrap_or_default();
         let what = || self.what("create", "leases", &name);
         self.client
-            .call(what, api.create(&Self::params(), lease))
+            .call("create", what(), api.create(&Self::params(), lease))
             .await
             .map_err(|e| missing_is_fatal(e, what))
     }
@@ -200,7 +221,8 @@ impl Objects {
         let name = lease.metadata.name.clone().unwrap_or_default();
         self.client
             .call(
-                || self.what("update", "leases", &name),
+                "update",
+                self.object("leases", &name),
                 api.replace(&name, &Self::params(), lease),
             )
             .await
@@ -212,7 +234,11 @@ impl Objects {
         let what = || format!("list leases in {}", self.namespace);
         let list = self
             .client
-            .call(what, api.list(&list_params(Some(label))))
+            .call(
+                "list",
+                format!("leases in {}", self.namespace),
+                api.list(&list_params(Some(label))),
+            )
             .await
             .map_err(|e| unexpected(e, what))?;
         Ok(list.items)
@@ -239,27 +265,24 @@ fn list_params(label: Option<&str>) -> ListParams {
 }
 
 /// The [`StoreError`] of an answer the caller did not expect at this point.
-pub fn unexpected(e: ApiError, what: impl FnOnce() -> String) -> StoreError {
-    match e {
-        ApiError::Failed(e) => e,
-        ApiError::Conflict => StoreError::Backend(format!("{}: unexpected conflict", what())),
-        ApiError::AlreadyExists => {
-            StoreError::Backend(format!("{}: unexpectedly exists already", what()))
-        }
-        ApiError::NotFound => StoreError::Backend(format!("{}: {MISSING}", what())),
+pub fn unexpected(e: ApiError, call: impl FnOnce() -> String) -> StoreError {
+    let answer = match e {
+        ApiError::Failed(e) => return e,
+        ApiError::Conflict => Unexpected::Conflict,
+        ApiError::AlreadyExists => Unexpected::AlreadyExists,
+        ApiError::NotFound => Unexpected::Missing,
+    };
+    KubeStoreError::Unexpected {
+        call: call(),
+        answer,
     }
+    .into()
 }
 
-/// What a 404 means where no object was named: a namespace or an API that is not there.
-const MISSING: &str = "not found (does the namespace exist, and is the IPAMBlock CRD \
-                       installed? `plexusctl crds | kubectl apply -f -`)";
-
 /// A create answered 404: the namespace or the resource type is missing, not a race.
-fn missing_is_fatal(e: ApiError, what: impl FnOnce() -> String) -> ApiError {
+fn missing_is_fatal(e: ApiError, call: impl FnOnce() -> String) -> ApiError {
     match e {
-        ApiError::NotFound => {
-            ApiError::Failed(StoreError::Backend(format!("{}: {MISSING}", what())))
-        }
+        ApiError::NotFound => ApiError::Failed(unexpected(e, call)),
         e => e,
     }
 }

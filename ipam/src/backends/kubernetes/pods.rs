@@ -25,7 +25,12 @@ impl PodLookup for KubePods {
     async fn pod(&self, namespace: &str, name: &str) -> Result<PodState, String> {
         let api: Api<Pod> = Api::namespaced(self.client.client().clone(), namespace);
         let what = || format!("get pods \"{namespace}/{name}\"");
-        match self.client.call(what, api.get_metadata(name)).await {
+        let call = self.client.call(
+            "get",
+            format!("pods \"{namespace}/{name}\""),
+            api.get_metadata(name),
+        );
+        match call.await {
             Ok(meta) => Ok(PodState::Present {
                 uid: meta.metadata.uid.unwrap_or_default(),
             }),
@@ -38,7 +43,12 @@ impl PodLookup for KubePods {
     async fn claim_exists(&self, namespace: &str, name: &str) -> Result<bool, String> {
         let api: Api<IpamClaim> = Api::namespaced(self.client.client().clone(), namespace);
         let what = || format!("get ipamclaims \"{namespace}/{name}\"");
-        match self.client.call(what, api.get_metadata(name)).await {
+        let call = self.client.call(
+            "get",
+            format!("ipamclaims \"{namespace}/{name}\""),
+            api.get_metadata(name),
+        );
+        match call.await {
             Ok(_) => Ok(true),
             Err(ApiError::NotFound) => Ok(false),
             Err(ApiError::Failed(e)) => Err(e.to_string()),

@@ -132,10 +132,7 @@ impl KubeStore {
         let api: Api<Node> = Api::all(self.client().client().clone());
         let list = self
             .client()
-            .call(
-                || "list nodes".into(),
-                api.list_metadata(&ListParams::default()),
-            )
+            .call("list", "nodes", api.list_metadata(&ListParams::default()))
             .await
             .ok()?;
         let names: HashSet<String> = list
