@@ -11,7 +11,6 @@
 //!   [`import`] brings Whereabouts's allocations into the Kubernetes store.
 
 pub mod backends;
-pub mod claimed;
 pub mod config;
 pub mod error;
 pub mod gc;
