@@ -241,6 +241,11 @@ impl KubeOptions {
             whereabouts_guard: true,
         }
     }
+
+    /// How long a claim on a block lasts without renewal, in seconds.
+    pub fn lease_secs(&self) -> i64 {
+        self.lease_duration.as_secs() as i64
+    }
 }
 
 /// A [`Store`] on the Kubernetes API.
@@ -325,10 +330,6 @@ impl KubeStore {
     }
 
     /// The Lease duration in seconds.
-    fn lease_secs(&self) -> i64 {
-        self.options.lease_duration.as_secs() as i64
-    }
-
     fn writer(&self) -> Writer<'_> {
         Writer {
             objects: &self.objects,
@@ -365,7 +366,7 @@ impl Store for KubeStore {
             return Err(crate::error::KubeStoreError::NoNodeName.into());
         }
         let mut op = self.op(pool)?;
-        allocate::allocate(self, &mut op, owner).await
+        allocate::allocate(&self.options, &mut op, owner).await
     }
 
     async fn release(
