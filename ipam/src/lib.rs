@@ -10,6 +10,8 @@
 //!   addresses of pods that are gone; [`pools`] describes pools for `plexusctl ipam pools`;
 //!   [`import`] brings Whereabouts's allocations into the Kubernetes store.
 
+#![warn(missing_docs)]
+
 pub mod backends;
 pub mod config;
 pub mod error;
