@@ -239,28 +239,57 @@ async fn place_in_own(
         if !listed.free(&op.layout, &name, *cidr) {
             continue;
         }
-        if !leases::is_live(lease, listed.now) {
-            let lease_name = Layout::lease_name(&name);
-            let target = target(&lease_name, &listed.label, *cidr);
-            let claim = leases::claim(
-                op.objects(),
-                target,
-                &options.node,
-                options.lease_duration,
-                Some(lease),
-            )
-            .await?;
-            if !held(op, &name, *cidr, claim) {
-                continue;
-            }
-        }
-        let block = listed.current(&op.layout, &name, *cidr);
-        let placed = op.place(block, owner).await?;
-        if let Some(ip) = finish(op, &name, placed) {
-            return Ok(Some(ip));
+        let placed = if leases::is_live(lease, listed.now) {
+            place_listed(op, owner, listed, &name, *cidr).await?
+        } else {
+            claim_and_place(options, op, owner, listed, *cidr, Some(lease)).await?
+        };
+        if placed.is_some() {
+            return Ok(placed);
         }
     }
     Ok(None)
+}
+
+/// Claims the block at `cidr` (whose Lease is `lease`, if any) and places the address there;
+/// `None` when another node holds the block or it is full.
+async fn claim_and_place(
+    options: &KubeOptions,
+    op: &mut Op<'_>,
+    owner: &Owner,
+    listed: &Listed,
+    cidr: IpNet,
+    lease: Option<&Lease>,
+) -> Result<Option<IpAddr>, StoreError> {
+    let name = op.layout.block_name(cidr);
+    let lease_name = Layout::lease_name(&name);
+    let target = target(&lease_name, &listed.label, cidr);
+    let claim = leases::claim(
+        op.objects(),
+        target,
+        &options.node,
+        options.lease_duration,
+        lease,
+    )
+    .await?;
+    if !held(op, &name, cidr, claim) {
+        return Ok(None);
+    }
+    place_listed(op, owner, listed, &name, cidr).await
+}
+
+/// Places the address in the listed copy of the block `name` (if it is stale, the write fails
+/// and the block is read again); `None` when it is full.
+async fn place_listed(
+    op: &mut Op<'_>,
+    owner: &Owner,
+    listed: &Listed,
+    name: &str,
+    cidr: IpNet,
+) -> Result<Option<IpAddr>, StoreError> {
+    let block = listed.current(&op.layout, name, cidr);
+    let placed = op.place(block, owner).await?;
+    Ok(finish(op, name, placed))
 }
 
 /// Claims a block and places the address there: the lowest block with a free address and no
@@ -293,23 +322,10 @@ async fn claim_block(
             return Ok(None);
         };
         tried.insert(cidr);
-        let name = op.layout.block_name(cidr);
-        let lease_name = Layout::lease_name(&name);
-        let claim = leases::claim(
-            op.objects(),
-            target(&lease_name, &listed.label, cidr),
-            node,
-            options.lease_duration,
-            listed.leases.get(&lease_name),
-        )
-        .await?;
-        if !held(op, &name, cidr, claim) {
-            continue;
-        }
-        // The listed copy: if it is stale, the write fails and the block is read again.
-        let block = listed.current(&op.layout, &name, cidr);
-        let placed = op.place(block, owner).await?;
-        if let Some(ip) = finish(op, &name, placed) {
+        let lease = listed
+            .leases
+            .get(&Layout::lease_name(&op.layout.block_name(cidr)));
+        if let Some(ip) = claim_and_place(options, op, owner, listed, cidr, lease).await? {
             return Ok(Some(ip));
         }
     }
