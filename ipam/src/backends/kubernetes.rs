@@ -169,6 +169,7 @@ mod place;
 pub mod pods;
 pub mod reclaim;
 mod release;
+pub mod whereabouts;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

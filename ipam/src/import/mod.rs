@@ -13,8 +13,6 @@
 //! * every other address is added, one compare-and-swap write per block, only with
 //!   [`ImportOptions::apply`] (otherwise the report says what would be written).
 
-pub mod whereabouts;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -30,7 +28,7 @@ use crate::config::IpamConfig;
 use crate::range::IpRange;
 use crate::store::{Owner, Pool, StoreError};
 
-use self::whereabouts::Entry;
+use crate::backends::kubernetes::whereabouts::{self, Entry};
 
 /// How one network is cut into blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use super::client::KubeClient;
 use super::layout::Layout;
 use super::objects::Objects;
+use super::whereabouts::{address_at, pool_network};
 use crate::error::{KubeStoreError, StoreError};
-use crate::import::whereabouts::{address_at, pool_network};
 
 /// The configuration key that turns the guard off.
 pub const GUARD_KEY: &str = "whereabouts_import_check";
