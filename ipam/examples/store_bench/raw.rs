@@ -59,7 +59,7 @@ impl RawKube {
             .call("create", name.clone(), api.create(&params, &object))
             .await
         {
-            Ok(_) | Err(ApiError::AlreadyExists) => {}
+            Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
             Err(e) => return Err(format!("create {name}: {e:?}").into()),
         }
         Ok(RawKube {
@@ -105,7 +105,7 @@ impl RawKube {
                 .await
             {
                 Ok(_) => return Ok(lost),
-                Err(ApiError::Conflict) => lost += 1,
+                Err(ApiError::Conflict(_)) => lost += 1,
                 Err(e) => return Err(format!("update {name}: {e:?}").into()),
             }
         }

@@ -48,7 +48,9 @@ pub async fn check(
     let resource = format!("ipamclaims \"{namespace}/{name}\"");
     let claim = match client.call("get", resource, api.get(name)).await {
         Ok(claim) => claim,
-        Err(ApiError::NotFound) => return Err(ClaimError::Missing(format!("{namespace}/{name}"))),
+        Err(ApiError::NotFound(_)) => {
+            return Err(ClaimError::Missing(format!("{namespace}/{name}")))
+        }
         Err(e) => return Err(unexpected(e, what).into()),
     };
     let claimed = &claim.spec.network;
@@ -103,9 +105,9 @@ pub async fn write_status(
         .await
     {
         Ok(_) => Ok(StatusWrite::Written),
-        Err(ApiError::Conflict) => Ok(StatusWrite::Changed),
+        Err(ApiError::Conflict(_)) => Ok(StatusWrite::Changed),
         Err(e) => Err(match e {
-            ApiError::NotFound => KubeStoreError::Unexpected {
+            ApiError::NotFound(_) => KubeStoreError::Unexpected {
                 call: what(),
                 answer: Unexpected::ClaimStatus,
             }

@@ -18,18 +18,19 @@ use crate::store::StoreError;
 
 pub use plexus_kube::{install_crypto_provider, DEFAULT_TIMEOUT};
 
-/// An answer of the API server that the caller acts on, or a failure.
+/// An answer of the API server that the caller acts on (each with the server's answer, which
+/// names the call and the object), or a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 409 Conflict: the object changed since it was read (its resourceVersion differs).
-    #[error("the object changed since it was read (409 Conflict)")]
-    Conflict,
+    #[error(transparent)]
+    Conflict(KubeError),
     /// 409 AlreadyExists: a create found the object there.
-    #[error("the object exists already (409 AlreadyExists)")]
-    AlreadyExists,
+    #[error(transparent)]
+    AlreadyExists(KubeError),
     /// 404 NotFound: the object does not exist.
-    #[error("the object does not exist (404 NotFound)")]
-    NotFound,
+    #[error(transparent)]
+    NotFound(KubeError),
     /// Anything else.
     #[error(transparent)]
     Failed(StoreError),
@@ -38,11 +39,11 @@ pub enum ApiError {
 impl From<KubeError> for ApiError {
     fn from(e: KubeError) -> ApiError {
         if e.is_conflict() {
-            ApiError::Conflict
+            ApiError::Conflict(e)
         } else if e.is_already_exists() {
-            ApiError::AlreadyExists
+            ApiError::AlreadyExists(e)
         } else if e.is_not_found() {
-            ApiError::NotFound
+            ApiError::NotFound(e)
         } else {
             ApiError::Failed(StoreError::Kubernetes(e))
         }
@@ -155,7 +156,7 @@ mod tests {
                 "x".into(),
                 status(404, "NotFound")
             )),
-            ApiError::NotFound
+            ApiError::NotFound(_)
         ));
     }
 }

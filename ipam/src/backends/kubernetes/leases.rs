@@ -274,7 +274,7 @@ pub async fn claim(
     };
     match attempt {
         Ok(lease) => Ok(Claim::Held(Box::new(lease))),
-        Err(ApiError::AlreadyExists | ApiError::Conflict | ApiError::NotFound) => {
+        Err(ApiError::AlreadyExists(_) | ApiError::Conflict(_) | ApiError::NotFound(_)) => {
             match objects.get_lease(target.name).await? {
                 Some(lease) => {
                     check_ours(objects, &lease, target, node)?;
@@ -306,8 +306,8 @@ pub async fn renew(
     let lease = held(target, node, duration, version, hint.acquired);
     match objects.replace_lease(&lease).await {
         Ok(lease) => Ok(Claim::Held(Box::new(lease))),
-        Err(ApiError::NotFound) => claim(objects, target, node, duration, None).await,
-        Err(ApiError::Conflict) => match objects.get_lease(target.name).await? {
+        Err(ApiError::NotFound(_)) => claim(objects, target, node, duration, None).await,
+        Err(ApiError::Conflict(_)) => match objects.get_lease(target.name).await? {
             Some(current) => {
                 check_ours(objects, &current, target, node)?;
                 if holder(&current) != node {

@@ -88,7 +88,7 @@ impl Objects {
             .await
         {
             Ok(found) => Ok(Some(found)),
-            Err(ApiError::NotFound) => Ok(None),
+            Err(ApiError::NotFound(_)) => Ok(None),
             Err(e) => Err(unexpected(e, || format!("get {object}"))),
         }
     }
@@ -100,7 +100,7 @@ impl Objects {
         let (api, params) = (self.api::<K>(), Self::params());
         let call = api.create(&params, new);
         match self.client.call("create", object.as_str(), call).await {
-            Err(e @ ApiError::NotFound) => Err(ApiError::Failed(unexpected(e, || {
+            Err(e @ ApiError::NotFound(_)) => Err(ApiError::Failed(unexpected(e, || {
                 format!("create {object}")
             }))),
             result => result,
@@ -264,9 +264,9 @@ fn list_params(label: Option<&str>) -> ListParams {
 pub fn unexpected(e: ApiError, call: impl FnOnce() -> String) -> StoreError {
     let answer = match e {
         ApiError::Failed(e) => return e,
-        ApiError::Conflict => Unexpected::Conflict,
-        ApiError::AlreadyExists => Unexpected::AlreadyExists,
-        ApiError::NotFound => Unexpected::Missing,
+        ApiError::Conflict(_) => Unexpected::Conflict,
+        ApiError::AlreadyExists(_) => Unexpected::AlreadyExists,
+        ApiError::NotFound(_) => Unexpected::Missing,
     };
     KubeStoreError::Unexpected {
         call: call(),

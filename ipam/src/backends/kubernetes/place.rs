@@ -136,7 +136,7 @@ impl<'a> Op<'a> {
                     check_claim_kept(&written, placed, owner)?;
                     return Ok(placed);
                 }
-                Err(ApiError::Conflict | ApiError::AlreadyExists | ApiError::NotFound) => {
+                Err(ApiError::Conflict(_) | ApiError::AlreadyExists(_) | ApiError::NotFound(_)) => {
                     self.writer.lost_write().await?;
                     block = self.writer.reread(&block).await?;
                 }

@@ -34,7 +34,7 @@ impl PodLookup for KubePods {
             Ok(meta) => Ok(PodState::Present {
                 uid: meta.metadata.uid.unwrap_or_default(),
             }),
-            Err(ApiError::NotFound) => Ok(PodState::Absent),
+            Err(ApiError::NotFound(_)) => Ok(PodState::Absent),
             Err(ApiError::Failed(e)) => Err(e.to_string()),
             Err(e) => Err(format!("{}: unexpected answer {e:?}", what())),
         }
@@ -50,7 +50,7 @@ impl PodLookup for KubePods {
         );
         match call.await {
             Ok(_) => Ok(true),
-            Err(ApiError::NotFound) => Ok(false),
+            Err(ApiError::NotFound(_)) => Ok(false),
             Err(ApiError::Failed(e)) => Err(e.to_string()),
             Err(e) => Err(format!("{}: unexpected answer {e:?}", what())),
         }
