@@ -24,6 +24,7 @@ pub mod logging;
 mod netlink;
 pub mod netns;
 pub mod result;
+pub mod runtime;
 pub mod skel;
 pub mod version;
 

@@ -286,11 +286,10 @@ mod tests {
     }
 
     fn run(store: &Fixed, pods: &Scripted, options: GcOptions) -> GcReport {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(collect(store, pods, &options))
-            .unwrap()
+        plexus_cni::runtime::block_on(async {
+            Ok::<_, plexus_cni::CniError>(collect(store, pods, &options).await?)
+        })
+        .unwrap()
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //!   addresses of pods that are gone; [`pools`] describes pools for `plexusctl ipam pools`;
 //!   [`import`] brings Whereabouts's allocations into the Kubernetes store.
 
+#![warn(missing_docs)]
+
 pub mod backends;
-pub mod claimed;
 pub mod config;
+pub mod error;
 pub mod gc;
 pub mod import;
 pub mod plugin;

@@ -5,10 +5,9 @@
 
 use std::net::IpAddr;
 
-use plexus_cni::{CniError, ErrorCode};
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
+pub use crate::error::StoreError;
 use crate::range::IpRange;
 
 /// Who holds an address.
@@ -102,69 +101,6 @@ pub struct PoolUsage {
     pub cidr: String,
     /// Every allocation, by address.
     pub allocations: Vec<Allocation>,
-}
-
-/// Why a store operation failed.
-#[derive(Debug, Error)]
-pub enum StoreError {
-    /// Every usable address of the range is taken.
-    #[error(
-        "no free address left in range {range}: {used} of {size} usable addresses are allocated"
-    )]
-    Exhausted {
-        /// The range.
-        range: String,
-        /// Allocated addresses.
-        used: u128,
-        /// Usable addresses.
-        size: u128,
-    },
-    /// The datastore could not be reached or did not answer in time; trying again may work.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Too many concurrent writers kept winning the race; trying again may work.
-    #[error("gave up after {0} conflicting writes")]
-    Contention(u32),
-    /// The datastore answered with an error.
-    #[error("{0}")]
-    Backend(String),
-    /// Another IPAM's allocations in the range were not imported (the guard of
-    /// `plexus-ipam`'s Kubernetes store): a configuration error.
-    #[error("{0}")]
-    NotImported(String),
-    /// The cluster is not set up for what the configuration asks (an `IPAMBlock` CRD that
-    /// drops the `ipamClaim` field): a configuration error.
-    #[error("{0}")]
-    Misconfigured(String),
-    /// A stored record could not be read.
-    #[error("corrupt record {key}: {reason}")]
-    Corrupt {
-        /// Which record.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl StoreError {
-    /// The CNI error code of this failure.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            StoreError::Exhausted { .. } => ErrorCode::PoolExhausted,
-            StoreError::Unavailable(_) | StoreError::Contention(_) => ErrorCode::TryAgainLater,
-            StoreError::Backend(_) => ErrorCode::IpamBackendFailed,
-            StoreError::NotImported(_) | StoreError::Misconfigured(_) => {
-                ErrorCode::InvalidNetworkConfig
-            }
-            StoreError::Corrupt { .. } => ErrorCode::IpamCorruptRecord,
-        }
-    }
-}
-
-impl From<StoreError> for CniError {
-    fn from(e: StoreError) -> Self {
-        CniError::new(e.code(), e.to_string())
-    }
 }
 
 /// What a backend does. Every method is safe to run concurrently from many processes on many

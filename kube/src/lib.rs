@@ -13,13 +13,17 @@
 //! * **Host names resolved in Rust** ([`resolve`]): the binaries link glibc statically, whose
 //!   `getaddrinfo` would load the node's own NSS modules.
 //!
-//! Each caller bounds its calls by its own timeout and sorts kube's errors into its own error
-//! type; [`error_chain`] and [`is_tls_error`] help with that.
+//! [`Connection::call`] is the one Kubernetes call of both plugins: bounded by the connection's
+//! timeout, its failure sorted into a [`KubeError`] that names the server, the verb and the
+//! object, with one CNI code per kind of failure ([`KubeError::code`]).
 //!
 //! Connecting installs ring as rustls' process-wide crypto provider if none is installed yet:
 //! with two TLS users in one binary (kube and etcd-client) rustls cannot pick one itself and
 //! panics at the first connection.
 
+#![warn(missing_docs)]
+
+mod call;
 mod errors;
 pub mod resolve;
 mod token_file;
@@ -38,6 +42,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tower::{BoxError, ServiceBuilder};
 
+pub use call::{classify, KubeError};
 pub use errors::{error_chain, is_tls_error};
 use token_file::TokenFile;
 
@@ -63,6 +68,8 @@ pub struct Connection {
     pub client: Client,
     /// The API server's URL without a trailing slash, e.g. `https://10.43.0.1:443`.
     pub server: String,
+    /// How long each [`call`](Connection::call) may take.
+    pub timeout: Duration,
 }
 
 /// The configuration of the kubeconfig at `path`, current context. A relative `tokenFile` in it
@@ -161,6 +168,7 @@ pub fn connect(
     Ok(Connection {
         client: Client::new(service, config.default_namespace),
         server,
+        timeout,
     })
 }
 

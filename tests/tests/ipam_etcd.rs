@@ -1255,5 +1255,5 @@ fn tls_with_client_certificates_as_whereabouts_configured_etcd() {
             &half,
         ))
         .unwrap_err();
-    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Etcd(_)), "{err:?}");
 }

@@ -169,6 +169,7 @@ mod place;
 pub mod pods;
 pub mod reclaim;
 mod release;
+pub mod whereabouts;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -240,6 +241,11 @@ impl KubeOptions {
             max_conflicts: DEFAULT_MAX_CONFLICTS,
             whereabouts_guard: true,
         }
+    }
+
+    /// How long a claim on a block lasts without renewal, in seconds.
+    pub fn lease_secs(&self) -> i64 {
+        self.lease_duration.as_secs() as i64
     }
 }
 
@@ -325,10 +331,6 @@ impl KubeStore {
     }
 
     /// The Lease duration in seconds.
-    fn lease_secs(&self) -> i64 {
-        self.options.lease_duration.as_secs() as i64
-    }
-
     fn writer(&self) -> Writer<'_> {
         Writer {
             objects: &self.objects,
@@ -362,13 +364,10 @@ impl KubeStore {
 impl Store for KubeStore {
     async fn allocate(&self, pool: &Pool, owner: &Owner) -> Result<IpAddr, StoreError> {
         if self.options.node.is_empty() {
-            return Err(StoreError::Backend(
-                "the node name is empty: set NODE_NAME (it names the holder of the node's blocks)"
-                    .into(),
-            ));
+            return Err(crate::error::KubeStoreError::NoNodeName.into());
         }
         let mut op = self.op(pool)?;
-        allocate::allocate(self, &mut op, owner).await
+        allocate::allocate(&self.options, &mut op, owner).await
     }
 
     async fn release(

@@ -31,7 +31,8 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Allocation, Owner, Pool, PoolUsage, Store, StoreError};
+use crate::error::{LocalError, StoreError};
+use crate::store::{Allocation, Owner, Pool, PoolUsage, Store};
 
 /// The version of the state file format.
 const FORMAT_VERSION: u32 = 1;
@@ -296,10 +297,11 @@ impl LocalStore {
                     pause = (pause * 2).min(Duration::from_millis(8));
                 }
                 Err((_, errno)) => {
-                    return Err(StoreError::Backend(format!(
-                        "locking {}: {errno}",
-                        path.display()
-                    )))
+                    return Err(LocalError::Lock {
+                        path: path.clone(),
+                        errno,
+                    }
+                    .into())
                 }
             }
         }
@@ -311,8 +313,10 @@ impl LocalStore {
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
-        let bytes = serde_json::to_vec(state)
-            .map_err(|e| StoreError::Backend(format!("encoding {}: {e}", path.display())))?;
+        let bytes = serde_json::to_vec(state).map_err(|e| LocalError::Encode {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
@@ -408,21 +412,19 @@ fn file_stem(network: &str) -> String {
     s
 }
 
-fn io_error(path: &Path, what: &str, e: std::io::Error) -> StoreError {
-    StoreError::Backend(format!("{what} {}: {e}", path.display()))
+fn io_error(path: &Path, action: &'static str, e: std::io::Error) -> StoreError {
+    LocalError::Io {
+        action,
+        path: path.to_path_buf(),
+        source: e,
+    }
+    .into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::range::IpRange;
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
 
     fn pool(network: &str, range: &str, exclude: &[&str]) -> Pool {
         let ex: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
@@ -685,13 +687,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path().join("x"));
         let p = pool("a/b c", "10.0.0.0/24", &[]);
-        block_on(async {
-            assert!(store.usage().await.unwrap().is_empty());
-            assert!(store.release(&p, "c1", "e").await.unwrap().is_empty());
-            let a = store.allocate(&p, &owner("", "c1", "e")).await.unwrap();
-            assert_eq!(store.usage().await.unwrap()[0].network, "a/b c");
-            assert_eq!(store.release(&p, "c1", "e").await.unwrap(), [a]);
-        });
+        plexus_cni::runtime::block_on(async {
+            assert!(store.usage().await?.is_empty());
+            assert!(store.release(&p, "c1", "e").await?.is_empty());
+            let a = store.allocate(&p, &owner("", "c1", "e")).await?;
+            assert_eq!(store.usage().await?[0].network, "a/b c");
+            assert_eq!(store.release(&p, "c1", "e").await?, [a]);
+            Ok::<_, plexus_cni::CniError>(())
+        })
+        .unwrap();
         assert!(store.state_path("a/b c").ends_with("n-a_2fb_20c.json"));
         assert_ne!(file_stem("_"), file_stem(""));
         assert_ne!(file_stem("_5f"), file_stem("_"));

@@ -13,8 +13,6 @@
 //! * every other address is added, one compare-and-swap write per block, only with
 //!   [`ImportOptions::apply`] (otherwise the report says what would be written).
 
-pub mod whereabouts;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -30,7 +28,7 @@ use crate::config::IpamConfig;
 use crate::range::IpRange;
 use crate::store::{Owner, Pool, StoreError};
 
-use self::whereabouts::Entry;
+use crate::backends::kubernetes::whereabouts::{self, Entry};
 
 /// How one network is cut into blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,10 +181,10 @@ pub async fn read_whereabouts(
     store: &KubeStore,
 ) -> Result<(Vec<IpPool>, Vec<OverlappingRangeIpReservation>), StoreError> {
     let client = store.client();
-    let pools = list_if_served(client, "list ippools.whereabouts.cni.cncf.io").await?;
+    let pools = list_if_served(client, "ippools.whereabouts.cni.cncf.io").await?;
     let reservations = list_if_served(
         client,
-        "list overlappingrangeipreservations.whereabouts.cni.cncf.io",
+        "overlappingrangeipreservations.whereabouts.cni.cncf.io",
     )
     .await?;
     Ok((pools.unwrap_or_default(), reservations.unwrap_or_default()))
@@ -381,12 +379,19 @@ fn layout_of(entry: &Entry, networks: &Networks) -> Result<Layout, StoreError> {
                 net.block_v6
             };
             IpNet::new(entry.address, prefix)
-                .map_err(|e| StoreError::Backend(e.to_string()))?
+                .map_err(|e| StoreError::InvalidRange {
+                    range: format!("{}/{prefix}", entry.address),
+                    reason: e.to_string(),
+                })?
                 .trunc()
         }
     };
-    let range = IpRange::parse(&cidr.to_string(), None, None, &[], None)
-        .map_err(|e| StoreError::Backend(format!("range {cidr}: {}", e.0)))?;
+    let range = IpRange::parse(&cidr.to_string(), None, None, &[], None).map_err(|e| {
+        StoreError::InvalidRange {
+            range: cidr.to_string(),
+            reason: e.0,
+        }
+    })?;
     let pool = Pool {
         network: entry.network.clone(),
         range,

@@ -12,20 +12,21 @@ use super::hints::{attachment_key, BlockHint};
 use super::layout::Layout;
 use super::leases::{self, Claim, Target};
 use super::place::{Op, Placed};
-use super::KubeStore;
-use crate::store::{Owner, StoreError};
+use super::KubeOptions;
+use crate::error::{KubeStoreError, StoreError};
+use crate::store::Owner;
 
 /// Allocates an address of the op's pool for `owner` (see the module documentation of
 /// [`super`] for the order of the steps and their round trips).
 pub async fn allocate(
-    store: &KubeStore,
+    options: &KubeOptions,
     op: &mut Op<'_>,
     owner: &Owner,
 ) -> Result<IpAddr, StoreError> {
     // A claim-bound address may be in any block of the pool, made on any node: only the
     // slow path's LIST finds it.
     if !owner.claim.is_empty() {
-        return slow_path(store, op, owner).await;
+        return slow_path(options, op, owner).await;
     }
     let hints = op.hints.load();
     let mut prefetched: Option<Block> = None;
@@ -52,8 +53,8 @@ pub async fn allocate(
         let age = leases::now_secs() - hint.renewed;
         // An expired claim is renewed before use (another node may have taken the block
         // over); one past a third of its duration after the address is written.
-        let expired = age >= store.lease_secs();
-        if expired && !renew(store, op, &name, &hint).await? {
+        let expired = age >= options.lease_secs();
+        if expired && !renew(options, op, &name, &hint).await? {
             continue;
         }
         let block = match prefetched.take() {
@@ -73,25 +74,65 @@ pub async fn allocate(
                 if last {
                     mark_full(op, &name, true);
                 }
-                if !expired && age >= store.lease_secs() / 3 {
-                    renew(store, op, &name, &hint).await?;
+                if !expired && age >= options.lease_secs() / 3 {
+                    renew(options, op, &name, &hint).await?;
                 }
                 return Ok(ip);
             }
         }
     }
 
-    slow_path(store, op, owner).await
+    slow_path(options, op, owner).await
 }
 
 /// Lists the network's blocks and Leases, then: the attachment's address anywhere in the
 /// pool; else a free address in a block this node holds; else a block claimed (no Lease, or an
 /// expired Lease on an empty block); else an address borrowed from any block; else exhausted.
 async fn slow_path(
-    store: &KubeStore,
+    options: &KubeOptions,
     op: &mut Op<'_>,
     owner: &Owner,
 ) -> Result<IpAddr, StoreError> {
+    let (sorted, leases) = list(op).await?;
+    // The attachment already holds an address of the pool (made on another node, say).
+    if let Some(block) = sorted.iter().find(|b| b.find(owner).is_some()) {
+        if let Some(ip) = address(op.place(block.clone(), owner).await?) {
+            return Ok(ip);
+        }
+    }
+    let listed = Listed {
+        blocks: by_name(sorted),
+        leases,
+        label: op.layout.network_label(),
+        now: leases::now_secs(),
+    };
+    let own = listed.own(&op.layout, &options.node);
+    listed.refresh_hints(op, &own);
+    if let Some(ip) = place_in_own(options, op, owner, &listed, &own).await? {
+        return Ok(ip);
+    }
+    // The range's first block: not before the guard against a forgotten import.
+    if listed.blocks.is_empty() && options.whereabouts_guard {
+        super::guard::check(op.objects(), &op.layout).await?;
+    }
+    if let Some(ip) = claim_block(options, op, owner, &listed).await? {
+        return Ok(ip);
+    }
+    if let Some(ip) = borrow(op, owner, &listed).await? {
+        return Ok(ip);
+    }
+    let used = op
+        .layout
+        .used_in_range(listed.blocks.values().flat_map(|b| b.allocations.keys()));
+    Err(StoreError::Exhausted {
+        range: op.layout.range.cidr().to_string(),
+        used,
+        size: op.layout.range.usable_count(),
+    })
+}
+
+/// The network's blocks of this range and block size, lowest first, and its Leases by name.
+async fn list(op: &Op<'_>) -> Result<(Vec<Block>, HashMap<String, Lease>), StoreError> {
     let label = op.layout.network_label();
     let listed = op.objects().list_blocks(Some(&label)).await?;
     let leases: HashMap<String, Lease> = op
@@ -110,153 +151,210 @@ async fn slow_path(
         })
         .collect();
     blocks.sort_by_key(|b| super::layout::to_u128(b.cidr.network()));
+    Ok((blocks, leases))
+}
 
-    // The attachment already holds an address of the pool (made on another node, say).
-    if let Some(block) = blocks.iter().find(|b| b.find(owner).is_some()) {
-        if let Some(ip) = address(op.place(block.clone(), owner).await?) {
-            return Ok(ip);
+/// What the slow path listed.
+struct Listed {
+    /// The range's blocks by name.
+    blocks: HashMap<String, Block>,
+    /// The network's Leases by name.
+    leases: HashMap<String, Lease>,
+    /// The network label.
+    label: String,
+    /// When they were listed, in seconds.
+    now: i64,
+}
+
+impl Listed {
+    /// Whether the block `name` at `cidr` has a free address of the range (an absent block:
+    /// whether the range has one in it).
+    fn free(&self, layout: &Layout, name: &str, cidr: IpNet) -> bool {
+        match self.blocks.get(name) {
+            Some(b) => layout.lowest_free(b.cidr, &b.taken()).is_some(),
+            None => layout.lowest_free(cidr, &Default::default()).is_some(),
         }
     }
-    let blocks = by_name(blocks);
-    let node = store.options.node.as_str();
-    let now = leases::now_secs();
 
-    // The blocks this node holds, as the Leases say: the hints are brought up to date.
-    let mut own: Vec<(IpNet, Lease)> = Vec::new();
-    let mut seen = HashSet::new();
-    for (name, lease) in &leases {
-        let Some(cidr) = leases::cidr(lease).filter(|c| c.prefix_len() == op.layout.block_prefix)
-        else {
-            continue;
-        };
-        let block_name = op.layout.block_name(cidr);
-        if leases::holder(lease) == node
-            && *name == Layout::lease_name(&block_name)
-            && op.layout.within(cidr).is_some()
-            && leases::foreign(lease, target(name, &label, cidr), node).is_none()
-        {
-            own.push((cidr, lease.clone()));
-            seen.insert(block_name);
-        }
-    }
-    own.sort_by_key(|(cidr, _)| super::layout::to_u128(cidr.network()));
-    let layout = op.layout.clone();
-    let free = |name: &str, cidr: IpNet| match blocks.get(name) {
-        Some(b) => layout.lowest_free(b.cidr, &b.taken()).is_some(),
-        None => layout.lowest_free(cidr, &Default::default()).is_some(),
-    };
-    op.hints.update(|h| {
-        h.blocks.retain(|name, _| seen.contains(name));
-        // Attachments whose block no longer holds them (their pod went without a DEL).
-        h.attachments.retain(|_, a| match blocks.get(&a.block) {
-            Some(b) => !b.held_by(&a.container_id, &a.ifname).is_empty(),
-            None => true,
-        });
-        for (cidr, lease) in &own {
-            let name = layout.block_name(*cidr);
-            let mut hint = leases::hint_of(lease, *cidr);
-            hint.full = !free(&name, *cidr);
-            h.blocks.insert(name, hint);
-        }
-    });
-    for (cidr, lease) in &own {
-        let name = op.layout.block_name(*cidr);
-        if !free(&name, *cidr) {
-            continue;
-        }
-        if !leases::is_live(lease, now) {
-            let lease_name = Layout::lease_name(&name);
-            let target = target(&lease_name, &label, *cidr);
-            let claim = leases::claim(
-                op.objects(),
-                target,
-                node,
-                store.options.lease_duration,
-                Some(lease),
-            )
-            .await?;
-            if !held(op, &name, *cidr, claim) {
+    /// The blocks this node holds, as the Leases say, lowest first.
+    fn own(&self, layout: &Layout, node: &str) -> Vec<(IpNet, Lease)> {
+        let mut own: Vec<(IpNet, Lease)> = Vec::new();
+        for (name, lease) in &self.leases {
+            let Some(cidr) = leases::cidr(lease).filter(|c| c.prefix_len() == layout.block_prefix)
+            else {
                 continue;
+            };
+            if leases::holder(lease) == node
+                && *name == Layout::lease_name(&layout.block_name(cidr))
+                && layout.within(cidr).is_some()
+                && leases::foreign(lease, target(name, &self.label, cidr), node).is_none()
+            {
+                own.push((cidr, lease.clone()));
             }
         }
-        let block = current(&blocks, &op.layout, &name, *cidr);
-        let placed = op.place(block, owner).await?;
-        if let Some(ip) = finish(op, &name, placed) {
-            return Ok(ip);
+        own.sort_by_key(|(cidr, _)| super::layout::to_u128(cidr.network()));
+        own
+    }
+
+    /// Brings the hints up to date: this node's blocks as `own` says, with their fullness; no
+    /// attachment whose block no longer holds it (its pod went without a DEL).
+    fn refresh_hints(&self, op: &Op<'_>, own: &[(IpNet, Lease)]) {
+        let layout = &op.layout;
+        let seen: HashSet<String> = own.iter().map(|(c, _)| layout.block_name(*c)).collect();
+        op.hints.update(|h| {
+            h.blocks.retain(|name, _| seen.contains(name));
+            h.attachments
+                .retain(|_, a| match self.blocks.get(&a.block) {
+                    Some(b) => !b.held_by(&a.container_id, &a.ifname).is_empty(),
+                    None => true,
+                });
+            for (cidr, lease) in own {
+                let name = layout.block_name(*cidr);
+                let mut hint = leases::hint_of(lease, *cidr);
+                hint.full = !self.free(layout, &name, *cidr);
+                h.blocks.insert(name, hint);
+            }
+        });
+    }
+
+    /// The listed block `name`, or an absent one.
+    fn current(&self, layout: &Layout, name: &str, cidr: IpNet) -> Block {
+        self.blocks
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Block::absent(layout, cidr))
+    }
+}
+
+/// A free address in a block this node holds (an expired Lease claimed again first).
+async fn place_in_own(
+    options: &KubeOptions,
+    op: &mut Op<'_>,
+    owner: &Owner,
+    listed: &Listed,
+    own: &[(IpNet, Lease)],
+) -> Result<Option<IpAddr>, StoreError> {
+    for (cidr, lease) in own {
+        let name = op.layout.block_name(*cidr);
+        if !listed.free(&op.layout, &name, *cidr) {
+            continue;
+        }
+        let placed = if leases::is_live(lease, listed.now) {
+            place_listed(op, owner, listed, &name, *cidr).await?
+        } else {
+            claim_and_place(options, op, owner, listed, *cidr, Some(lease)).await?
+        };
+        if placed.is_some() {
+            return Ok(placed);
         }
     }
+    Ok(None)
+}
 
-    // The range's first block: not before the guard against a forgotten import.
-    if blocks.is_empty() && store.options.whereabouts_guard {
-        super::guard::check(op.objects(), &op.layout).await?;
+/// Claims the block at `cidr` (whose Lease is `lease`, if any) and places the address there;
+/// `None` when another node holds the block or it is full.
+async fn claim_and_place(
+    options: &KubeOptions,
+    op: &mut Op<'_>,
+    owner: &Owner,
+    listed: &Listed,
+    cidr: IpNet,
+    lease: Option<&Lease>,
+) -> Result<Option<IpAddr>, StoreError> {
+    let name = op.layout.block_name(cidr);
+    let lease_name = Layout::lease_name(&name);
+    let target = target(&lease_name, &listed.label, cidr);
+    let claim = leases::claim(
+        op.objects(),
+        target,
+        &options.node,
+        options.lease_duration,
+        lease,
+    )
+    .await?;
+    if !held(op, &name, cidr, claim) {
+        return Ok(None);
     }
+    place_listed(op, owner, listed, &name, cidr).await
+}
 
-    // Claim a block: the lowest with a free address and no live Lease (an expired one only
-    // when the block holds nothing).
+/// Places the address in the listed copy of the block `name` (if it is stale, the write fails
+/// and the block is read again); `None` when it is full.
+async fn place_listed(
+    op: &mut Op<'_>,
+    owner: &Owner,
+    listed: &Listed,
+    name: &str,
+    cidr: IpNet,
+) -> Result<Option<IpAddr>, StoreError> {
+    let block = listed.current(&op.layout, name, cidr);
+    let placed = op.place(block, owner).await?;
+    Ok(finish(op, name, placed))
+}
+
+/// Claims a block and places the address there: the lowest block with a free address and no
+/// live Lease (an expired one only when the block holds nothing).
+async fn claim_block(
+    options: &KubeOptions,
+    op: &mut Op<'_>,
+    owner: &Owner,
+    listed: &Listed,
+) -> Result<Option<IpAddr>, StoreError> {
+    let node = options.node.as_str();
     let mut tried = HashSet::new();
     loop {
         let candidate = op.layout.next_block(None, |cidr| {
             let name = op.layout.block_name(cidr);
-            if tried.contains(&cidr) || !free(&name, cidr) {
+            if tried.contains(&cidr) || !listed.free(&op.layout, &name, cidr) {
                 return true;
             }
-            match leases.get(&Layout::lease_name(&name)) {
+            match listed.leases.get(&Layout::lease_name(&name)) {
                 None => false,
                 Some(lease) if leases::holder(lease) == node => true,
-                Some(lease) if leases::is_live(lease, now) => true,
-                Some(_) => blocks.get(&name).is_some_and(|b| !b.allocations.is_empty()),
+                Some(lease) if leases::is_live(lease, listed.now) => true,
+                Some(_) => listed
+                    .blocks
+                    .get(&name)
+                    .is_some_and(|b| !b.allocations.is_empty()),
             }
         });
-        let Some(cidr) = candidate else { break };
+        let Some(cidr) = candidate else {
+            return Ok(None);
+        };
         tried.insert(cidr);
-        let name = op.layout.block_name(cidr);
-        let lease_name = Layout::lease_name(&name);
-        let claim = leases::claim(
-            op.objects(),
-            target(&lease_name, &label, cidr),
-            node,
-            store.options.lease_duration,
-            leases.get(&lease_name),
-        )
-        .await?;
-        if !held(op, &name, cidr, claim) {
-            continue;
-        }
-        // The listed copy: if it is stale, the write fails and the block is read again.
-        let block = current(&blocks, &op.layout, &name, cidr);
-        let placed = op.place(block, owner).await?;
-        if let Some(ip) = finish(op, &name, placed) {
-            return Ok(ip);
+        let lease = listed
+            .leases
+            .get(&Layout::lease_name(&op.layout.block_name(cidr)));
+        if let Some(ip) = claim_and_place(options, op, owner, listed, cidr, lease).await? {
+            return Ok(Some(ip));
         }
     }
+}
 
-    // Borrow: a free address of any block of the range, lowest first.
+/// Borrows a free address of any block of the range, lowest first.
+async fn borrow(
+    op: &mut Op<'_>,
+    owner: &Owner,
+    listed: &Listed,
+) -> Result<Option<IpAddr>, StoreError> {
     let mut tried = HashSet::new();
     while let Some(cidr) = op.layout.next_block(None, |cidr| {
-        tried.contains(&cidr) || !free(&op.layout.block_name(cidr), cidr)
+        tried.contains(&cidr) || !listed.free(&op.layout, &op.layout.block_name(cidr), cidr)
     }) {
         tried.insert(cidr);
         let name = op.layout.block_name(cidr);
-        let block = current(&blocks, &op.layout, &name, cidr);
+        let block = listed.current(&op.layout, &name, cidr);
         if let Some(ip) = address(op.place(block, owner).await?) {
-            return Ok(ip);
+            return Ok(Some(ip));
         }
     }
-
-    let used = op
-        .layout
-        .used_in_range(blocks.values().flat_map(|b| b.allocations.keys()));
-    Err(StoreError::Exhausted {
-        range: op.layout.range.cidr().to_string(),
-        used,
-        size: op.layout.range.usable_count(),
-    })
+    Ok(None)
 }
 
 /// Renews the Lease of a block this node holds by its hint; false (and the hint dropped) when
 /// another node holds it now.
 async fn renew(
-    store: &KubeStore,
+    options: &KubeOptions,
     op: &mut Op<'_>,
     name: &str,
     hint: &BlockHint,
@@ -264,12 +362,11 @@ async fn renew(
     let lease_name = Layout::lease_name(name);
     let label = op.layout.network_label();
     let target = target(&lease_name, &label, hint.cidr);
-    let node = &store.options.node;
     let claim = leases::renew(
         op.objects(),
         target,
-        node,
-        store.options.lease_duration,
+        &options.node,
+        options.lease_duration,
         hint,
     )
     .await?;
@@ -322,14 +419,6 @@ fn finish(op: &Op<'_>, name: &str, placed: Placed) -> Option<IpAddr> {
     }
 }
 
-/// The listed block `name`, or an absent one.
-fn current(blocks: &HashMap<String, Block>, layout: &Layout, name: &str, cidr: IpNet) -> Block {
-    blocks
-        .get(name)
-        .cloned()
-        .unwrap_or_else(|| Block::absent(layout, cidr))
-}
-
 /// The Lease of a block.
 fn target<'a>(lease_name: &'a str, label: &'a str, cidr: IpNet) -> Target<'a> {
     Target {
@@ -353,14 +442,13 @@ fn check_block_size(layout: &Layout, blocks: &[Block]) -> Result<(), StoreError>
     match blocks.iter().find(|b| {
         layout.owns(&b.network, &b.range, b.cidr) && b.cidr.prefix_len() != layout.block_prefix
     }) {
-        Some(b) => Err(StoreError::Backend(format!(
-            "block {} of network {:?} is a /{} but this range uses /{} blocks: every range of a \
-             network must use the same block size",
-            b.cidr,
-            layout.network,
-            b.cidr.prefix_len(),
-            layout.block_prefix
-        ))),
+        Some(b) => Err(KubeStoreError::BlockSize {
+            block: b.cidr.to_string(),
+            network: layout.network.clone(),
+            found: b.cidr.prefix_len(),
+            wanted: layout.block_prefix,
+        }
+        .into()),
         None => Ok(()),
     }
 }

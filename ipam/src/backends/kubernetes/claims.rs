@@ -8,7 +8,7 @@ use plexus_crds::IpamClaim;
 
 use super::client::{ApiError, KubeClient};
 use super::objects::unexpected;
-use crate::store::StoreError;
+use crate::error::{KubeStoreError, StoreError, Unexpected};
 
 /// The `args.cni` key of the claim reference (Multus's networks-annotation key, handed on by
 /// the `plexus` meta-plugin).
@@ -45,9 +45,12 @@ pub async fn check(
 ) -> Result<IpamClaim, ClaimError> {
     let api: Api<IpamClaim> = Api::namespaced(client.client().clone(), namespace);
     let what = || format!("get ipamclaims \"{namespace}/{name}\"");
-    let claim = match client.call(what, api.get(name)).await {
+    let resource = format!("ipamclaims \"{namespace}/{name}\"");
+    let claim = match client.call("get", resource, api.get(name)).await {
         Ok(claim) => claim,
-        Err(ApiError::NotFound) => return Err(ClaimError::Missing(format!("{namespace}/{name}"))),
+        Err(ApiError::NotFound(_)) => {
+            return Err(ClaimError::Missing(format!("{namespace}/{name}")))
+        }
         Err(e) => return Err(unexpected(e, what).into()),
     };
     let claimed = &claim.spec.network;
@@ -94,17 +97,21 @@ pub async fn write_status(
         ..PatchParams::default()
     };
     match client
-        .call(what, api.patch_status(name, &params, &patch))
+        .call(
+            "patch",
+            format!("ipamclaims/status \"{namespace}/{name}\""),
+            api.patch_status(name, &params, &patch),
+        )
         .await
     {
         Ok(_) => Ok(StatusWrite::Written),
-        Err(ApiError::Conflict) => Ok(StatusWrite::Changed),
+        Err(ApiError::Conflict(_)) => Ok(StatusWrite::Changed),
         Err(e) => Err(match e {
-            ApiError::NotFound => StoreError::Backend(format!(
-                "{}: not found (was the claim deleted, or does its CRD lack the status \
-                 subresource?)",
-                what()
-            )),
+            ApiError::NotFound(_) => KubeStoreError::Unexpected {
+                call: what(),
+                answer: Unexpected::ClaimStatus,
+            }
+            .into(),
             e => unexpected(e, what),
         }),
     }

@@ -1,61 +1,66 @@
-//! The Kubernetes API client of `plexus-ipam`: [`plexus_kube`]'s connection (TCP_NODELAY, token
-//! files re-read when they rotate), every call bounded by the timeout given at construction,
-//! every error naming the server, the verb and the object.
+//! The Kubernetes API client of `plexus-ipam`: [`plexus_kube`]'s connection and its one bounded
+//! call ([`plexus_kube::Connection::call`]), every error naming the server, the verb and the
+//! object.
 //!
 //! [`KubeClient::call`] sorts the answers the allocator acts on (409 conflict, 409 already
-//! exists, 404 not found) from the failures, which become [`StoreError`]s: no answer or no
-//! connection, 429 and 5xx are [`StoreError::Unavailable`] (code 11, try again later); any
-//! other refusal (401, 403, 422, ...) is [`StoreError::Backend`].
+//! exists, 404 not found) from the failures, which are [`KubeError`]s: no answer or no
+//! connection, 429 and 5xx are transient (code 11, try again later); any other refusal (401,
+//! 403, 422, ...) is code 121 ([`StoreError::code`]).
 
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
 use kube::{Client, Config};
-use plexus_kube::{error_chain, ConnectError};
+use plexus_kube::{Connection, KubeError};
 
 use crate::store::StoreError;
 
 pub use plexus_kube::{install_crypto_provider, DEFAULT_TIMEOUT};
 
-/// An answer of the API server that the caller acts on, or a failure.
-#[derive(Debug)]
+/// An answer of the API server that the caller acts on (each with the server's answer, which
+/// names the call and the object), or a failure.
+#[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 409 Conflict: the object changed since it was read (its resourceVersion differs).
-    Conflict,
+    #[error(transparent)]
+    Conflict(KubeError),
     /// 409 AlreadyExists: a create found the object there.
-    AlreadyExists,
+    #[error(transparent)]
+    AlreadyExists(KubeError),
     /// 404 NotFound: the object does not exist.
-    NotFound,
+    #[error(transparent)]
+    NotFound(KubeError),
     /// Anything else.
+    #[error(transparent)]
     Failed(StoreError),
 }
 
-impl From<ConnectError> for StoreError {
-    fn from(e: ConnectError) -> StoreError {
-        StoreError::Backend(e.to_string())
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Failed(e)
+impl From<KubeError> for ApiError {
+    fn from(e: KubeError) -> ApiError {
+        if e.is_conflict() {
+            ApiError::Conflict(e)
+        } else if e.is_already_exists() {
+            ApiError::AlreadyExists(e)
+        } else if e.is_not_found() {
+            ApiError::NotFound(e)
+        } else {
+            ApiError::Failed(StoreError::Kubernetes(e))
+        }
     }
 }
 
 /// A Kubernetes API client; cheap to clone (the connection is shared).
 #[derive(Clone)]
 pub struct KubeClient {
-    client: Client,
-    server: String,
-    timeout: Duration,
+    connection: Connection,
 }
 
 impl std::fmt::Debug for KubeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeClient")
-            .field("server", &self.server)
-            .field("timeout", &self.timeout)
+            .field("server", &self.connection.server)
+            .field("timeout", &self.connection.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -64,103 +69,52 @@ impl KubeClient {
     /// A client for the current context of the kubeconfig at `path` (a relative `tokenFile`
     /// is relative to the kubeconfig's directory).
     pub async fn from_kubeconfig(path: &Path, timeout: Duration) -> Result<KubeClient, StoreError> {
-        KubeClient::from_config(plexus_kube::kubeconfig(path).await?, timeout)
+        let config = plexus_kube::kubeconfig(path)
+            .await
+            .map_err(KubeError::from)?;
+        KubeClient::from_config(config, timeout)
     }
 
     /// A client as `kubectl` finds one: `$KUBECONFIG`, `~/.kube/config`, else the in-cluster
     /// service account.
     pub async fn infer(timeout: Duration) -> Result<KubeClient, StoreError> {
-        KubeClient::from_config(plexus_kube::inferred().await?, timeout)
+        let config = plexus_kube::inferred().await.map_err(KubeError::from)?;
+        KubeClient::from_config(config, timeout)
     }
 
     /// A client from a kube [`Config`]; a `token_file` without an inline token is re-read when
     /// the file changes.
     pub fn from_config(config: Config, timeout: Duration) -> Result<KubeClient, StoreError> {
-        let connection = plexus_kube::connect(config, timeout, "plexus-ipam")?;
-        Ok(KubeClient {
-            client: connection.client,
-            server: connection.server,
-            timeout,
-        })
+        let connection =
+            plexus_kube::connect(config, timeout, "plexus-ipam").map_err(KubeError::from)?;
+        Ok(KubeClient { connection })
     }
 
     /// The API server's URL.
     pub fn server(&self) -> &str {
-        &self.server
+        &self.connection.server
     }
 
     /// The kube client (same connection and credentials); calls made on it directly are not
     /// bounded by the timeout.
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.connection.client
     }
 
     /// The namespace of the kubeconfig's context (`default` when it names none).
     pub fn default_namespace(&self) -> &str {
-        self.client.default_namespace()
+        self.connection.client.default_namespace()
     }
 
-    /// Runs `call` under the timeout; `what` names the verb and object for error messages
-    /// (`get ipamblocks "kube-system/x"`).
+    /// Runs `call`, the request `verb` on `resource` (`ipamblocks "kube-system/x"`), under the
+    /// timeout.
     pub async fn call<T>(
         &self,
-        what: impl FnOnce() -> String,
+        verb: &'static str,
+        resource: impl Into<String>,
         call: impl Future<Output = kube::Result<T>>,
     ) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(kube::Error::Api(status))) if status.is_conflict() => Err(ApiError::Conflict),
-            Ok(Err(kube::Error::Api(status))) if status.is_already_exists() => {
-                Err(ApiError::AlreadyExists)
-            }
-            Ok(Err(kube::Error::Api(status))) if status.is_not_found() => Err(ApiError::NotFound),
-            Ok(Err(e)) => Err(ApiError::Failed(classify(&self.server, &what(), e))),
-            Err(_) => Err(ApiError::Failed(StoreError::Unavailable(format!(
-                "{}: the Kubernetes API at {} did not answer within {:?}",
-                what(),
-                self.server,
-                self.timeout
-            )))),
-        }
-    }
-}
-
-/// The [`StoreError`] of a failed call.
-fn classify(server: &str, what: &str, e: kube::Error) -> StoreError {
-    match e {
-        kube::Error::Api(status) => {
-            let message = if status.message.is_empty() {
-                status.reason.clone()
-            } else {
-                status.message.clone()
-            };
-            let text = format!(
-                "{what}: the Kubernetes API at {server} answered {} {}: {message}",
-                status.code, status.reason
-            );
-            if status.code == 429 || status.code >= 500 {
-                StoreError::Unavailable(text)
-            } else if status.code == 403 {
-                StoreError::Backend(format!(
-                    "{text} (does the RBAC grant it? examples/k3s/rbac.yaml grants the \
-                     IPAM's objects in one namespace, which kubernetes.namespace must name)"
-                ))
-            } else if status.code == 404 {
-                StoreError::Backend(format!(
-                    "{text} (is the IPAMBlock CRD installed? `plexusctl crds | kubectl apply -f -`)"
-                ))
-            } else {
-                StoreError::Backend(text)
-            }
-        }
-        kube::Error::HyperError(_) | kube::Error::Service(_) => StoreError::Unavailable(format!(
-            "{what}: cannot reach the Kubernetes API at {server}: {}",
-            error_chain(&e)
-        )),
-        e => StoreError::Backend(format!(
-            "{what} on the Kubernetes API at {server}: {}",
-            error_chain(&e)
-        )),
+        Ok(self.connection.call(verb, resource, call).await?)
     }
 }
 
@@ -179,18 +133,30 @@ mod tests {
             }))
         };
         let s = "https://x:6443";
-        assert!(matches!(
-            classify(s, "get", status(503, "ServiceUnavailable")),
-            StoreError::Unavailable(_)
-        ));
-        assert!(matches!(
-            classify(s, "get", status(429, "TooManyRequests")),
-            StoreError::Unavailable(_)
-        ));
-        let forbidden = classify(s, "update ipamblocks \"a/b\"", status(403, "Forbidden"));
-        assert!(
-            matches!(&forbidden, StoreError::Backend(m) if m.contains("rbac") && m.contains("a/b")),
-            "{forbidden}"
+        let classify = |verb, resource: &str, e| {
+            StoreError::Kubernetes(plexus_kube::classify(s, verb, resource.into(), e))
+        };
+        let code = |e: StoreError| e.code().code();
+        assert_eq!(
+            code(classify("get", "x", status(503, "ServiceUnavailable"))),
+            11
         );
+        assert_eq!(
+            code(classify("get", "x", status(429, "TooManyRequests"))),
+            11
+        );
+        let forbidden = classify("update", "ipamblocks \"a/b\"", status(403, "Forbidden"));
+        let text = forbidden.to_string();
+        assert!(text.contains("RBAC") && text.contains("a/b"), "{text}");
+        assert_eq!(code(forbidden), 121);
+        assert!(matches!(
+            ApiError::from(plexus_kube::classify(
+                s,
+                "get",
+                "x".into(),
+                status(404, "NotFound")
+            )),
+            ApiError::NotFound(_)
+        ));
     }
 }

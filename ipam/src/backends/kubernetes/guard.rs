@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use super::client::KubeClient;
 use super::layout::Layout;
 use super::objects::Objects;
-use crate::import::whereabouts::{address_at, pool_network};
-use crate::store::StoreError;
+use super::whereabouts::{address_at, pool_network};
+use crate::error::{KubeStoreError, StoreError};
 
 /// The configuration key that turns the guard off.
 pub const GUARD_KEY: &str = "whereabouts_import_check";
@@ -24,14 +24,15 @@ pub const GUARD_KEY: &str = "whereabouts_import_check";
 /// Refuses (code 7) when a Whereabouts pool of the layout's network holds an allocation
 /// inside its range.
 pub async fn check(objects: &Objects, layout: &Layout) -> Result<(), StoreError> {
-    let what = "list ippools.whereabouts.cni.cncf.io (the guard against a forgotten import)";
-    let pools: Vec<IpPool> = match list_if_served(objects.client(), what).await {
+    let resource = "ippools.whereabouts.cni.cncf.io (the guard against a forgotten import)";
+    let pools: Vec<IpPool> = match list_if_served(objects.client(), resource).await {
         Ok(Some(pools)) => pools,
         Ok(None) => return Ok(()),
         Err(e) => {
-            return Err(StoreError::Backend(format!(
-                "{e} (set \"{GUARD_KEY}\": false if Whereabouts was never used here)"
-            )))
+            return Err(KubeStoreError::Guard {
+                source: Box::new(e),
+            }
+            .into())
         }
     };
     let range = layout.range.cidr();
@@ -76,19 +77,19 @@ pub async fn check(objects: &Objects, layout: &Layout) -> Result<(), StoreError>
 /// installed).
 pub async fn list_if_served<K>(
     client: &KubeClient,
-    what: &str,
+    resource: &str,
 ) -> Result<Option<Vec<K>>, StoreError>
 where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let api: Api<K> = Api::all(client.client().clone());
     let listed = client
-        .call(|| what.to_string(), async {
+        .call("list", resource, async {
             match api.list(&ListParams::default()).await {
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
                 other => other.map(|list| Some(list.items)),
             }
         })
         .await;
-    listed.map_err(|e| super::objects::unexpected(e, || what.to_string()))
+    listed.map_err(|e| super::objects::unexpected(e, || format!("list {resource}")))
 }

@@ -12,8 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+use crate::error::{KubeStoreError, StoreError};
 use crate::range::IpRange;
-use crate::store::{Pool, StoreError};
+use crate::store::Pool;
 
 /// The label that holds a block's (and its Lease's) network.
 pub const NETWORK_LABEL: &str = "ipam.plexus.cni.dev/network";
@@ -44,10 +45,11 @@ impl Layout {
             IpNet::V6(_) => (128, v6),
         };
         if prefix == 0 || prefix > bits {
-            return Err(StoreError::Backend(format!(
-                "block prefix /{prefix} is not valid for {}",
-                pool.range.cidr()
-            )));
+            return Err(KubeStoreError::BlockPrefix {
+                prefix,
+                range: pool.range.cidr().to_string(),
+            }
+            .into());
         }
         Ok(Layout {
             network: pool.network.clone(),

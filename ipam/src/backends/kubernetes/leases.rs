@@ -28,7 +28,7 @@ use super::client::ApiError;
 use super::hints::BlockHint;
 use super::layout::{fnv1a, CIDR_ANNOTATION, LEASE_PREFIX, NETWORK_LABEL};
 use super::objects::{unexpected, Objects};
-use crate::store::StoreError;
+use crate::error::{KubeStoreError, StoreError};
 
 /// The label that says who manages a Lease (the Kubernetes recommended label).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -156,14 +156,13 @@ fn check_ours(
 ) -> Result<(), StoreError> {
     match foreign(lease, target, node) {
         None => Ok(()),
-        Some(why) => Err(StoreError::Backend(format!(
-            "leases \"{}/{}\" has the name of the Lease of block {} but was not written by \
-             plexus-ipam ({why}); it is left as it is: rename or delete it, or give plexus-ipam \
-             a namespace of its own (kubernetes.namespace)",
-            objects.namespace(),
-            target.name,
-            target.cidr
-        ))),
+        Some(why) => Err(KubeStoreError::ForeignLease {
+            namespace: objects.namespace().to_string(),
+            name: target.name.to_string(),
+            block: target.cidr.to_string(),
+            why: why.to_string(),
+        }
+        .into()),
     }
 }
 
@@ -275,7 +274,7 @@ pub async fn claim(
     };
     match attempt {
         Ok(lease) => Ok(Claim::Held(Box::new(lease))),
-        Err(ApiError::AlreadyExists | ApiError::Conflict | ApiError::NotFound) => {
+        Err(ApiError::AlreadyExists(_) | ApiError::Conflict(_) | ApiError::NotFound(_)) => {
             match objects.get_lease(target.name).await? {
                 Some(lease) => {
                     check_ours(objects, &lease, target, node)?;
@@ -307,8 +306,8 @@ pub async fn renew(
     let lease = held(target, node, duration, version, hint.acquired);
     match objects.replace_lease(&lease).await {
         Ok(lease) => Ok(Claim::Held(Box::new(lease))),
-        Err(ApiError::NotFound) => claim(objects, target, node, duration, None).await,
-        Err(ApiError::Conflict) => match objects.get_lease(target.name).await? {
+        Err(ApiError::NotFound(_)) => claim(objects, target, node, duration, None).await,
+        Err(ApiError::Conflict(_)) => match objects.get_lease(target.name).await? {
             Some(current) => {
                 check_ours(objects, &current, target, node)?;
                 if holder(&current) != node {

@@ -8,7 +8,8 @@ use super::client::ApiError;
 use super::hints::{attachment_key, AttachmentHint, HintFile};
 use super::layout::Layout;
 use super::objects::Objects;
-use crate::store::{Owner, StoreError};
+use crate::error::{KubeStoreError, StoreError};
+use crate::store::Owner;
 
 /// What became of an attempt to place an attachment in a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,14 +94,13 @@ impl<'a> Op<'a> {
             if block.version.is_some()
                 && !self.layout.owns(&block.network, &block.range, block.cidr)
             {
-                return Err(StoreError::Backend(format!(
-                    "ipamblocks \"{}/{}\" belongs to network {:?} range {:?}, not to this pool: \
-                     two network names map to one object name",
-                    self.objects().namespace(),
-                    block.name,
-                    block.network,
-                    block.range
-                )));
+                return Err(KubeStoreError::ForeignBlock {
+                    namespace: self.objects().namespace().to_string(),
+                    name: block.name.clone(),
+                    network: block.network.clone(),
+                    range: block.range.clone(),
+                }
+                .into());
             }
             let mut next = block.clone();
             let placed = match block.find(owner) {
@@ -136,7 +136,7 @@ impl<'a> Op<'a> {
                     check_claim_kept(&written, placed, owner)?;
                     return Ok(placed);
                 }
-                Err(ApiError::Conflict | ApiError::AlreadyExists | ApiError::NotFound) => {
+                Err(ApiError::Conflict(_) | ApiError::AlreadyExists(_) | ApiError::NotFound(_)) => {
                     self.writer.lost_write().await?;
                     block = self.writer.reread(&block).await?;
                 }

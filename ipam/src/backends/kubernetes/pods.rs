@@ -25,11 +25,16 @@ impl PodLookup for KubePods {
     async fn pod(&self, namespace: &str, name: &str) -> Result<PodState, String> {
         let api: Api<Pod> = Api::namespaced(self.client.client().clone(), namespace);
         let what = || format!("get pods \"{namespace}/{name}\"");
-        match self.client.call(what, api.get_metadata(name)).await {
+        let call = self.client.call(
+            "get",
+            format!("pods \"{namespace}/{name}\""),
+            api.get_metadata(name),
+        );
+        match call.await {
             Ok(meta) => Ok(PodState::Present {
                 uid: meta.metadata.uid.unwrap_or_default(),
             }),
-            Err(ApiError::NotFound) => Ok(PodState::Absent),
+            Err(ApiError::NotFound(_)) => Ok(PodState::Absent),
             Err(ApiError::Failed(e)) => Err(e.to_string()),
             Err(e) => Err(format!("{}: unexpected answer {e:?}", what())),
         }
@@ -38,9 +43,14 @@ impl PodLookup for KubePods {
     async fn claim_exists(&self, namespace: &str, name: &str) -> Result<bool, String> {
         let api: Api<IpamClaim> = Api::namespaced(self.client.client().clone(), namespace);
         let what = || format!("get ipamclaims \"{namespace}/{name}\"");
-        match self.client.call(what, api.get_metadata(name)).await {
+        let call = self.client.call(
+            "get",
+            format!("ipamclaims \"{namespace}/{name}\""),
+            api.get_metadata(name),
+        );
+        match call.await {
             Ok(_) => Ok(true),
-            Err(ApiError::NotFound) => Ok(false),
+            Err(ApiError::NotFound(_)) => Ok(false),
             Err(ApiError::Failed(e)) => Err(e.to_string()),
             Err(e) => Err(format!("{}: unexpected answer {e:?}", what())),
         }

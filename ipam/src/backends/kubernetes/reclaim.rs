@@ -132,10 +132,7 @@ impl KubeStore {
         let api: Api<Node> = Api::all(self.client().client().clone());
         let list = self
             .client()
-            .call(
-                || "list nodes".into(),
-                api.list_metadata(&ListParams::default()),
-            )
+            .call("list", "nodes", api.list_metadata(&ListParams::default()))
             .await
             .ok()?;
         let names: HashSet<String> = list
@@ -176,11 +173,11 @@ impl KubeStore {
             };
             match self.objects.delete_block(&block.name, version).await {
                 Ok(()) => {}
-                Err(ApiError::Conflict) => {
+                Err(ApiError::Conflict(_)) => {
                     report.changed += 1;
                     continue;
                 }
-                Err(ApiError::NotFound) => continue,
+                Err(ApiError::NotFound(_)) => continue,
                 Err(e) => {
                     let e = super::objects::unexpected(e, || format!("delete {}", block.name));
                     report.errors.push(e.to_string());
@@ -201,7 +198,7 @@ impl KubeStore {
             if let Some(version) = lease_version {
                 // Renewed or taken meanwhile (409), or gone (404): left as it is.
                 match self.objects.delete_lease(&lease_name, version).await {
-                    Ok(()) | Err(ApiError::Conflict | ApiError::NotFound) => {}
+                    Ok(()) | Err(ApiError::Conflict(_) | ApiError::NotFound(_)) => {}
                     Err(e) => {
                         let e = super::objects::unexpected(e, || format!("delete {lease_name}"));
                         report.errors.push(e.to_string());

@@ -117,7 +117,7 @@ async fn remove(
         }
         match w.objects.replace_block(&next).await {
             Ok(_) => return Ok(ips),
-            Err(ApiError::Conflict | ApiError::NotFound | ApiError::AlreadyExists) => {
+            Err(ApiError::Conflict(_) | ApiError::NotFound(_) | ApiError::AlreadyExists(_)) => {
                 w.lost_write().await?;
                 block = w.reread(&block).await?;
             }

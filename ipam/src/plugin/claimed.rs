@@ -9,10 +9,10 @@ use plexus_cni::{CniError, CniResult, ErrorCode};
 use serde_json::Value;
 use tracing::info;
 
+use super::add::add;
 use crate::backends::kubernetes::claims::{self, ClaimError, CLAIM_ARG};
 use crate::backends::kubernetes::KubeStore;
 use crate::config::{Backend, IpamConfig};
-use crate::plugin::add;
 use crate::store::{Allocation, Owner, Store};
 
 /// The claim `(namespace, name)` of `args.cni["ipam-claim-reference"]`, if the input has one;

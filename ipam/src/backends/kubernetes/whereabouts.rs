@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use plexus_crds::whereabouts::{IpPool, OverlappingRangeIpReservation};
 
-use crate::backends::kubernetes::layout::{from_u128, to_u128};
+use super::layout::{from_u128, to_u128};
 use crate::store::Owner;
 
 /// One Whereabouts allocation.

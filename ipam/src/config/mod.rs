@@ -46,17 +46,27 @@
 //! read.
 //!
 //! The node's name is `NODE_NAME`, else the host name.
+//!
+//! Reading is three steps: [`merge`] finds the `ipam` object and merges the flat file into
+//! it, serde reads the keys ([`raw`]), and [`validate`] checks each value and builds the
+//! [`IpamConfig`], with an error that names the key.
+
+mod blocks;
+mod merge;
+mod raw;
+mod validate;
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use ipnet::IpNet;
 use plexus_cni::result::{Dns, IpConfig, Route};
-use plexus_cni::{CniError, CniResult, ErrorCode, SpecVersion};
+use plexus_cni::{CniError, ErrorCode, SpecVersion};
 use serde_json::{Map, Value};
 
-use crate::range::{parse_cidr_sloppy, parse_ip_sloppy, IpRange};
+use crate::range::IpRange;
 use crate::store::Pool;
+
+pub use blocks::block_sizes;
 
 /// The IPAM types this plugin answers to.
 pub const IPAM_TYPES: [&str; 2] = ["plexus-ipam", "whereabouts"];
@@ -187,172 +197,20 @@ impl IpamConfig {
             Some(Value::String(s)) => s.clone(),
             _ => String::new(),
         };
-        let mut ipam = ipam_object(stdin_config)?;
-        let ipam_type = match ipam.get("type") {
-            Some(Value::String(t)) if IPAM_TYPES.contains(&t.as_str()) => t.clone(),
-            Some(Value::String(t)) => {
-                return Err(invalid(format!(
-                    "ipam.type is {t:?}: this plugin handles \"plexus-ipam\" and \"whereabouts\""
-                )))
-            }
-            _ => {
-                return Err(invalid(
-                    "ipam.type must be \"plexus-ipam\" or \"whereabouts\"",
-                ))
-            }
-        };
-
-        // The flat file.
-        let configuration_path = opt_string(&ipam, "configuration_path")?.map(PathBuf::from);
-        let mut search: Vec<PathBuf> = Vec::new();
-        if let Some(p) = &configuration_path {
-            if p.is_dir() {
-                search.push(p.join("whereabouts.conf"));
-            } else {
-                search.push(p.clone());
-            }
-        }
-        search.extend(flat_files.iter().cloned());
-        let mut flat_file = None;
-        if let Some(path) = search.iter().find(|p| p.exists()) {
-            let flat = read_flat_file(path)?;
-            merge(&mut ipam, &flat, true);
-            flat_file = Some(path.clone());
-        }
-
-        // Ranges.
-        let gateway = opt_string(&ipam, "gateway")?
-            .map(|s| {
-                parse_ip_sloppy(s.trim())
-                    .ok_or_else(|| invalid(format!("ipam.gateway: {s:?} is not an IP address")))
-            })
-            .transpose()?;
-        let mut ranges = Vec::new();
-        if let Some(range) = opt_string(&ipam, "range")? {
-            ranges.push(parse_range(&ipam, &range, "ipam", gateway)?);
-        } else {
-            for key in ["range_start", "range_end", "exclude"] {
-                if ipam.get(key).is_some_and(|v| !is_zero(v)) {
-                    return Err(invalid(format!(
-                        "ipam.{key} is set but ipam.range is not: it applies only to the top-level range"
-                    )));
-                }
-            }
-        }
-        match ipam.get("ipRanges") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(list)) => {
-                for (i, entry) in list.iter().enumerate() {
-                    let at = format!("ipam.ipRanges[{i}]");
-                    let Value::Object(entry) = entry else {
-                        return Err(invalid(format!("{at} must be an object")));
-                    };
-                    let range = opt_string(entry, "range")?
-                        .ok_or_else(|| invalid(format!("{at}.range is missing")))?;
-                    ranges.push(parse_range(entry, &range, &at, gateway)?);
-                }
-            }
-            Some(_) => return Err(invalid("ipam.ipRanges must be a list of objects")),
-        }
-        if ranges.is_empty() {
-            return Err(invalid(
-                "ipam: no range: set \"range\" (a CIDR, or start-end/prefix) or \"ipRanges\"",
-            ));
-        }
-
-        let (block_size_v4, block_size_v6) = block_sizes(&ipam, &ranges)?;
-        let whereabouts_import_check = opt_bool(&ipam, "whereabouts_import_check")?.unwrap_or(true);
-        let network_name = opt_string(&ipam, "network_name")?.unwrap_or_default();
-        let enable_overlapping_ranges =
-            opt_bool(&ipam, "enable_overlapping_ranges")?.unwrap_or(true);
-        let (routes, dns) = routes_and_dns(&ipam)?;
-        let addresses = static_addresses(&ipam)?;
-        let log_file = opt_string(&ipam, "log_file")?.map(PathBuf::from);
-        let log_level = opt_string(&ipam, "log_level")?;
-
-        // The backend.
-        let kubernetes = match ipam.get("kubernetes") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(_) => return Err(invalid("ipam.kubernetes must be an object")),
-        };
-        let kubeconfig = opt_string_at(&kubernetes, "kubeconfig", "ipam.kubernetes.kubeconfig")?
-            .map(PathBuf::from);
-        let namespace = match opt_string_at(&kubernetes, "namespace", "ipam.kubernetes.namespace")?
-        {
-            Some(ns) => ns,
-            None => opt_string(&ipam, "namespace")?.unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
-        };
-        let mut endpoints = string_or_list(&ipam, "etcd_endpoints")?;
-        if endpoints.is_empty() {
-            endpoints = string_or_list(&ipam, "etcd_host")?;
-        }
-        let prefix =
-            opt_string(&ipam, "etcd_prefix")?.unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into());
-        let local_path = opt_string(&ipam, "local_path")?
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_LOCAL_PATH));
-        let etcd_auth = EtcdAuth {
-            username: opt_string(&ipam, "etcd_username")?,
-            password: opt_string(&ipam, "etcd_password")?,
-            cert_file: opt_string(&ipam, "etcd_cert_file")?.map(PathBuf::from),
-            key_file: opt_string(&ipam, "etcd_key_file")?.map(PathBuf::from),
-            ca_cert_file: opt_string(&ipam, "etcd_ca_cert_file")?.map(PathBuf::from),
-        };
-        let backend = match opt_string(&ipam, "backend")?.as_deref() {
-            Some("kubernetes") => Backend::Kubernetes {
-                kubeconfig: kubeconfig.clone().ok_or_else(|| {
-                    invalid(
-                        "ipam.backend is \"kubernetes\" but ipam.kubernetes.kubeconfig is not set",
-                    )
-                })?,
-                namespace,
+        let mut ipam = merge::ipam_object(stdin_config)?;
+        let ipam_type = validate::ipam_type(&ipam)?;
+        let flat_file = merge::flat_file(&mut ipam, flat_files)?;
+        let raw: raw::RawIpam = serde_json::from_value(Value::Object(ipam))
+            .map_err(|e| invalid(format!("ipam: {e}")))?;
+        validate::validate(
+            &raw,
+            validate::Given {
+                name,
+                ipam_type,
+                flat_file,
+                node_name: node_name.to_string(),
             },
-            Some("etcd") => {
-                if endpoints.is_empty() {
-                    return Err(invalid(
-                        "ipam.backend is \"etcd\" but neither ipam.etcd_endpoints nor ipam.etcd_host is set",
-                    ));
-                }
-                Backend::Etcd { endpoints, prefix }
-            }
-            Some("local") => Backend::Local { path: local_path },
-            Some(other) => {
-                return Err(invalid(format!(
-                    "ipam.backend is {other:?}: it must be \"kubernetes\", \"etcd\" or \"local\""
-                )))
-            }
-            None => match (&kubeconfig, endpoints.is_empty()) {
-                (Some(k), _) => Backend::Kubernetes {
-                    kubeconfig: k.clone(),
-                    namespace,
-                },
-                (None, false) => Backend::Etcd { endpoints, prefix },
-                (None, true) => Backend::Local { path: local_path },
-            },
-        };
-
-        Ok(IpamConfig {
-            name,
-            ipam_type,
-            ranges,
-            gateway,
-            network_name,
-            enable_overlapping_ranges,
-            routes,
-            dns,
-            addresses,
-            log_file,
-            log_level,
-            kubeconfig,
-            backend,
-            etcd_auth,
-            flat_file,
-            node_name: node_name.to_string(),
-            block_size_v4,
-            block_size_v6,
-            whereabouts_import_check,
-        })
+        )
     }
 
     /// The pools of this configuration, in the order of [`IpamConfig::ranges`].
@@ -401,316 +259,8 @@ pub fn node_name() -> String {
         .unwrap_or_default()
 }
 
-/// The block sizes: `block_size_v4` and `block_size_v6`, and `node_slice_size` mapped onto
-/// the block size of the ranges' family. Refused (code 7, naming the key):
-///
-/// * a value that is not a prefix length (`"/26"`, `"26"` or `26`), or a block of fewer than
-///   [`MIN_BLOCK_ADDRESSES`] or more than [`MAX_BLOCK_ADDRESSES`] addresses;
-/// * `node_slice_size` with ranges of both families (one slice size cannot fit both), larger
-///   than a range (a slice is part of its range), or disagreeing with the family's
-///   `block_size_v4`/`block_size_v6`.
-///
-/// A block larger than a range is allowed for `block_size_v4`/`block_size_v6` (the range then
-/// lives in the one block that contains it, as with the defaults).
-pub fn block_sizes(
-    ipam: &Map<String, Value>,
-    ranges: &[IpRange],
-) -> Result<(Option<u8>, Option<u8>), CniError> {
-    let mut v4 = prefix_key(ipam, "block_size_v4", false)?;
-    let mut v6 = prefix_key(ipam, "block_size_v6", true)?;
-    let Some(slice) = prefix_value(ipam, "node_slice_size")? else {
-        return Ok((v4, v6));
-    };
-    let has_v4 = ranges.iter().any(|r| r.is_ipv4());
-    let has_v6 = ranges.iter().any(|r| !r.is_ipv4());
-    if has_v4 && has_v6 {
-        return Err(invalid(format!(
-            "ipam.node_slice_size /{slice} cannot apply to both IPv4 and IPv6 ranges: \
-             set block_size_v4 and block_size_v6 instead"
-        )));
-    }
-    let (explicit, key, v6_family) = if has_v6 {
-        (&mut v6, "block_size_v6", true)
-    } else {
-        (&mut v4, "block_size_v4", false)
-    };
-    check_block_prefix(slice, v6_family, "ipam.node_slice_size")?;
-    if let Some(range) = ranges.iter().find(|r| slice < r.prefix_len()) {
-        return Err(invalid(format!(
-            "ipam.node_slice_size /{slice} is larger than the range {}: a node's slice must \
-             lie inside the range",
-            range.cidr()
-        )));
-    }
-    match *explicit {
-        Some(given) if given != slice => Err(invalid(format!(
-            "ipam.node_slice_size /{slice} disagrees with ipam.{key} /{given}: give one of them"
-        ))),
-        _ => {
-            *explicit = Some(slice);
-            Ok((v4, v6))
-        }
-    }
-}
-
-/// A block size key of one family, checked.
-fn prefix_key(ipam: &Map<String, Value>, key: &str, v6: bool) -> Result<Option<u8>, CniError> {
-    let Some(prefix) = prefix_value(ipam, key)? else {
-        return Ok(None);
-    };
-    check_block_prefix(prefix, v6, &format!("ipam.{key}"))?;
-    Ok(Some(prefix))
-}
-
-/// A prefix length given as `"/26"`, `"26"` or `26`.
-fn prefix_value(ipam: &Map<String, Value>, key: &str) -> Result<Option<u8>, CniError> {
-    let bad = |v: &Value| {
-        invalid(format!(
-            "ipam.{key}: {v} is not a prefix length (\"/26\", \"26\" or 26)"
-        ))
-    };
-    match ipam.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(v @ Value::String(s)) => s
-            .trim()
-            .trim_start_matches('/')
-            .parse::<u8>()
-            .map(Some)
-            .map_err(|_| bad(v)),
-        Some(v @ Value::Number(n)) => n
-            .as_u64()
-            .and_then(|n| u8::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| bad(v)),
-        Some(v) => Err(bad(v)),
-    }
-}
-
-/// Refuses a block prefix whose block holds too few or too many addresses.
-fn check_block_prefix(prefix: u8, v6: bool, at: &str) -> Result<(), CniError> {
-    let bits: u8 = if v6 { 128 } else { 32 };
-    let min_prefix = bits - MAX_BLOCK_ADDRESSES.ilog2() as u8;
-    let max_prefix = bits - MIN_BLOCK_ADDRESSES.ilog2() as u8;
-    if (min_prefix..=max_prefix).contains(&prefix) {
-        return Ok(());
-    }
-    let family = if v6 { "IPv6" } else { "IPv4" };
-    Err(invalid(format!(
-        "{at}: /{prefix} is not a valid {family} block size: blocks hold {MIN_BLOCK_ADDRESSES} \
-         to {MAX_BLOCK_ADDRESSES} addresses (/{max_prefix} to /{min_prefix})"
-    )))
-}
-
 fn invalid(msg: impl Into<String>) -> CniError {
     CniError::new(ErrorCode::InvalidNetworkConfig, msg)
-}
-
-/// The `ipam` object of a plugin configuration, or of the first plugin of a list.
-fn ipam_object(config: &Map<String, Value>) -> Result<Map<String, Value>, CniError> {
-    let plugin = match (config.get("ipam"), config.get("plugins")) {
-        (Some(_), _) | (None, None) => config,
-        (None, Some(Value::Array(plugins))) => match plugins.first() {
-            Some(Value::Object(p)) => p,
-            _ => {
-                return Err(invalid(
-                    "the configuration list has no plugin with an ipam object",
-                ))
-            }
-        },
-        (None, Some(_)) => return Err(invalid("\"plugins\" must be a list")),
-    };
-    match plugin.get("ipam") {
-        Some(Value::Object(m)) => Ok(m.clone()),
-        Some(_) => Err(invalid("\"ipam\" must be an object")),
-        None => Err(invalid("IPAM config missing 'ipam' key")),
-    }
-}
-
-fn read_flat_file(path: &Path) -> Result<Map<String, Value>, CniError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        invalid(format!(
-            "cannot read the flat configuration file {}: {e}",
-            path.display()
-        ))
-    })?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(invalid(format!(
-            "the flat configuration file {} must hold a JSON object",
-            path.display()
-        ))),
-        Err(e) => Err(invalid(format!(
-            "the flat configuration file {} is not valid JSON: {e}",
-            path.display()
-        ))),
-    }
-}
-
-/// True for what `mergo` counts as empty.
-fn is_zero(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::Object(_) => false,
-    }
-}
-
-/// Fills the keys of `dst` that are absent or empty from `src`; objects merge key by key.
-fn merge(dst: &mut Map<String, Value>, src: &Map<String, Value>, top: bool) {
-    for (key, value) in src {
-        // `type` was checked already; `enable_overlapping_ranges` is Whereabouts's exception:
-        // the CNI configuration's value (true when absent) always wins.
-        if top && (key == "type" || key == "enable_overlapping_ranges") {
-            continue;
-        }
-        match dst.get_mut(key) {
-            Some(Value::Object(d)) => {
-                if let Value::Object(s) = value {
-                    merge(d, s, false);
-                }
-            }
-            Some(d) if is_zero(d) => *d = value.clone(),
-            Some(_) => {}
-            None => {
-                dst.insert(key.clone(), value.clone());
-            }
-        }
-    }
-}
-
-fn type_error(at: &str, what: &str) -> CniError {
-    invalid(format!("{at} must be {what}"))
-}
-
-fn opt_string(m: &Map<String, Value>, key: &str) -> Result<Option<String>, CniError> {
-    opt_string_at(m, key, &format!("ipam.{key}"))
-}
-
-/// A string value; absent, `null` and `""` are none.
-fn opt_string_at(m: &Map<String, Value>, key: &str, at: &str) -> Result<Option<String>, CniError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(type_error(at, "a string")),
-    }
-}
-
-fn opt_bool(m: &Map<String, Value>, key: &str) -> Result<Option<bool>, CniError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(type_error(&format!("ipam.{key}"), "true or false")),
-    }
-}
-
-fn string_list(m: &Map<String, Value>, key: &str, at: &str) -> Result<Vec<String>, CniError> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.clone()),
-                _ => Err(type_error(at, "a list of strings")),
-            })
-            .collect(),
-        Some(_) => Err(type_error(at, "a list of strings")),
-    }
-}
-
-/// A list of strings, or one comma-separated string.
-fn string_or_list(m: &Map<String, Value>, key: &str) -> Result<Vec<String>, CniError> {
-    let at = format!("ipam.{key}");
-    let items = match m.get(key) {
-        Some(Value::String(s)) => s.split(',').map(str::to_string).collect(),
-        _ => string_list(m, key, &at)?,
-    };
-    Ok(items
-        .into_iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect())
-}
-
-/// One range with its own `range_start`, `range_end` and `exclude`.
-fn parse_range(
-    m: &Map<String, Value>,
-    range: &str,
-    at: &str,
-    gateway: Option<IpAddr>,
-) -> Result<IpRange, CniError> {
-    let start = opt_string_at(m, "range_start", &format!("{at}.range_start"))?;
-    let end = opt_string_at(m, "range_end", &format!("{at}.range_end"))?;
-    let exclude = string_list(m, "exclude", &format!("{at}.exclude"))?;
-    IpRange::parse(range, start.as_deref(), end.as_deref(), &exclude, gateway)
-        .map_err(|e| invalid(format!("{at}: range {range:?}: {}", e.0)))
-}
-
-/// `routes` and `dns`, read with the checks of a CNI result.
-fn routes_and_dns(m: &Map<String, Value>) -> Result<(Vec<Route>, Dns), CniError> {
-    let mut probe = Map::new();
-    probe.insert("cniVersion".into(), Value::from("1.1.0"));
-    for (key, object) in [("routes", false), ("dns", true)] {
-        match m.get(key) {
-            None | Some(Value::Null) => {}
-            Some(v) if v.is_object() != object || !(v.is_object() || v.is_array()) => {
-                let what = if object {
-                    "an object"
-                } else {
-                    "a list of routes"
-                };
-                return Err(type_error(&format!("ipam.{key}"), what));
-            }
-            Some(v) => {
-                probe.insert(key.into(), v.clone());
-                CniResult::from_value(&Value::Object(probe.clone()), SpecVersion::V1_1_0)
-                    .map_err(|e| invalid(format!("ipam.{key}: {e}")))?;
-            }
-        }
-    }
-    let r = CniResult::from_value(&Value::Object(probe), SpecVersion::V1_1_0)
-        .map_err(|e| invalid(format!("ipam: {e}")))?;
-    Ok((r.routes, r.dns))
-}
-
-/// `addresses`: `[{"address": "10.0.0.5/24", "gateway": "10.0.0.1"}]`.
-fn static_addresses(m: &Map<String, Value>) -> Result<Vec<IpConfig>, CniError> {
-    let list = match m.get("addresses") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(list)) => list,
-        Some(_) => return Err(type_error("ipam.addresses", "a list of objects")),
-    };
-    let mut out = Vec::new();
-    for (i, entry) in list.iter().enumerate() {
-        let at = format!("ipam.addresses[{i}]");
-        let Value::Object(entry) = entry else {
-            return Err(type_error(&at, "an object"));
-        };
-        let text = opt_string_at(entry, "address", &format!("{at}.address"))?
-            .ok_or_else(|| invalid(format!("{at}.address is missing")))?;
-        let (ip, net) = parse_cidr_sloppy(text.trim()).ok_or_else(|| {
-            invalid(format!(
-                "{at}.address: {text:?} is not an address with a prefix length"
-            ))
-        })?;
-        let address = IpNet::new(ip, net.prefix_len()).expect("prefix already checked");
-        let gateway = opt_string_at(entry, "gateway", &format!("{at}.gateway"))?
-            .map(|g| {
-                parse_ip_sloppy(g.trim())
-                    .ok_or_else(|| invalid(format!("{at}.gateway: {g:?} is not an IP address")))
-            })
-            .transpose()?;
-        out.push(IpConfig {
-            address,
-            gateway,
-            interface: None,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
