@@ -7,28 +7,15 @@ mod del;
 mod gc;
 mod status;
 
+use plexus_cni::runtime::block_on;
 use plexus_cni::skel::{Plugin, Request};
-use plexus_cni::{CniError, ErrorCode};
+use plexus_cni::CniError;
 use serde_json::Value;
 
 use crate::parse::Invocation;
 
 /// The `plexus` meta-plugin.
 pub struct Plexus;
-
-/// Runs an async command body on a single-threaded runtime, then logs (at debug level) the
-/// process's peak memory, which `cargo xtask bench` reads.
-fn block_on<T>(f: impl std::future::Future<Output = Result<T, CniError>>) -> Result<T, CniError> {
-    let outcome = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CniError::new(ErrorCode::IoFailure, format!("starting runtime: {e}")))?
-        .block_on(f);
-    if let Ok(usage) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
-        tracing::debug!(peak_rss_kib = usage.max_rss(), "done");
-    }
-    outcome
-}
 
 impl Plugin for Plexus {
     fn add(&self, req: &Request) -> Result<Value, CniError> {
