@@ -6,6 +6,8 @@
 //! saved crash input through the same functions. Nothing here touches the file system or the
 //! network: paths handed to the parsers do not exist.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
