@@ -5,6 +5,7 @@
 //! - `bench`: timing Plexus against its delegates ([`bench`]).
 //! - `fuzz`: the fuzz targets of `fuzz/` ([`fuzz`]).
 //! - `apiserver`: build and cache a kube-apiserver and kubelet for the Kubernetes tests ([`apiserver`]).
+//! - `image`: Plexus's container image, an OCI archive built offline ([`image`]).
 //! - `fresh`: the demo in a bare Debian root, the plugins in an old one ([`fresh`]).
 
 mod apiserver;
@@ -14,6 +15,7 @@ mod cmd;
 mod demo;
 mod fresh;
 mod fuzz;
+mod image;
 mod packages;
 mod test;
 
@@ -41,6 +43,9 @@ enum Commands {
     Apiserver(apiserver::ApiserverArgs),
     /// Run the cargo-fuzz targets of fuzz/ (longer than `test` does).
     Fuzz(fuzz::FuzzArgs),
+    /// Build Plexus's container image offline (FROM scratch, the static release binaries) as
+    /// an OCI archive under target/, and print its size.
+    Image,
     /// Run the demo in a bare Debian bookworm root, then the plugins in an old Debian root.
     Fresh(fresh::FreshArgs),
 }
@@ -77,6 +82,7 @@ fn main() {
         Commands::Apiserver(args) => apiserver::run(args),
         Commands::Fuzz(args) => fuzz::run(args),
         Commands::Fresh(args) => fresh::run(args),
+        Commands::Image => image::run(),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
