@@ -10,7 +10,6 @@
 //! stays and a pod created afterwards still attaches (Multus #1527); everything is deleted,
 //! and nothing is left in the API, on the node or on the host.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use plexus_tests::node::{self, Install, KubeNode, NAMESPACE, PRIMARY_SUBNET, SYSTEM_NAMESPACE};
@@ -94,18 +93,6 @@ fn a_new_pod_attaches(node: &KubeNode, name: &str) {
             ("net2", BRIDGE),
         ],
     );
-}
-
-/// The names in `dir` (sorted).
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]
@@ -252,7 +239,12 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
     );
     assert_eq!(node.primary_leases(), Vec::<String>::new(), "leases left");
     node.kubectl_files(
-        &["delete", "--wait=true", "--timeout=120s"],
+        &[
+            "delete",
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=120s",
+        ],
         &[
             "example-default-network.yaml",
             "example-nads.yaml",
@@ -279,6 +271,13 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
     }
     std::fs::remove_file(&conflist).unwrap();
     std::fs::remove_dir_all(node.conf_dir().join("plexus.d")).unwrap();
-    assert_eq!(names_in(&node.conf_dir()), ["10-flannel.conflist"]);
+    assert_eq!(
+        node::files_under(&node.conf_dir()),
+        [node
+            .conf_dir()
+            .join("10-flannel.conflist")
+            .display()
+            .to_string()]
+    );
     node.stop().unwrap();
 }

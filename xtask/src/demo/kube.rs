@@ -54,26 +54,24 @@ pub(super) fn run() -> Result {
     println!("kubelet flags: {}", node.kubelet_flags().join(" "));
     let outcome = install(&node).and_then(|()| show_pods(&node));
     cmd::step("teardown: kubectl delete pods, then stopping the node");
-    let deleted = node
-        .kubectl(&[
-            "delete",
-            "pods",
-            "--all",
-            "-n",
-            NAMESPACE,
-            "--grace-period=1",
-            "--wait=true",
-        ])
-        .map_err(|e| e as cmd::Error);
-    if let Ok(out) = &deleted {
-        print!("{out}");
+    println!("$ kubectl delete pods --all -n {NAMESPACE} --grace-period=1 --wait=true");
+    let deleted = node.delete_all_pods().map_err(|e| e as cmd::Error);
+    if deleted.is_ok() {
         print_leftovers(&node)?;
     }
     let mut files: Vec<&str> = vec!["example-nads.yaml"];
     files.extend(INSTALL_FILES.iter().rev());
     let deleted = deleted.and_then(|_| {
-        node.kubectl_files(&["delete", "--wait=true", "--timeout=120s"], &files)
-            .map_err(|e| e as cmd::Error)
+        node.kubectl_files(
+            &[
+                "delete",
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=120s",
+            ],
+            &files,
+        )
+        .map_err(|e| e as cmd::Error)
     });
     let stopped = node.stop().map_err(|e| e as cmd::Error);
     if stopped.is_ok() {
@@ -129,19 +127,7 @@ fn show_pods(node: &KubeNode) -> Result {
     let mut net1 = Vec::new();
     for pod in PODS {
         cmd::step(&format!("pod {pod}"));
-        let status = kubectl(
-            node,
-            &[
-                "get",
-                "pod",
-                pod,
-                "-n",
-                NAMESPACE,
-                "-o",
-                r"jsonpath={.metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}",
-            ],
-        )?;
-        let status: Value = serde_json::from_str(&status)?;
+        let status = Value::from(node.network_status(pod));
         println!(
             "network-status:\n{}",
             serde_json::to_string_pretty(&status)?
