@@ -26,9 +26,11 @@ pub const EXTRA_API_GROUPS: &[&str] = &["apps/v1", "policy/v1beta1"];
 
 /// The controllers kube-controller-manager runs: the DaemonSet's, the garbage collector (it
 /// deletes a DaemonSet's pods and revisions), the namespace controller (it empties a deleted
-/// namespace) and the token controller (it fills `kubernetes.io/service-account-token`
-/// Secrets).
-pub const CONTROLLERS: &str = "daemonset,garbagecollector,namespace,serviceaccount-token";
+/// namespace), the node lifecycle controller (it lifts the `node.kubernetes.io/not-ready`
+/// taint the kubelet registers the node with, once it is Ready) and the token controller (it
+/// fills `kubernetes.io/service-account-token` Secrets).
+pub const CONTROLLERS: &str =
+    "daemonset,garbagecollector,namespace,nodelifecycle,serviceaccount-token";
 
 /// The `kubernetes` Service's ClusterIP: the first address of the API server's
 /// `--service-cluster-ip-range` (10.96.0.0/16). The kubelet gives pods its address as

@@ -38,7 +38,7 @@
 //!    kube-controller-manager, kube-scheduler, the API server serving DaemonSets, and the
 //!    `kubernetes` Service's address relayed to the API server;
 //! 7. the kubelet ([`kubelet_flags`]) registered as node [`NODE_NAME`], waited for until the
-//!    node is Ready.
+//!    node is Ready (and, with the controllers, until its `not-ready` taint is lifted).
 //!
 //! The kubelet changes kernel settings when it starts ([`KUBELET_SYSCTLS`]): they are recorded
 //! before and written back once it is up (also after a [`KubeNode::restart_kubelet`]).
@@ -346,7 +346,28 @@ impl KubeNode {
                 &root,
             )?);
         }
-        self.start_kubelet()
+        self.start_kubelet()?;
+        if self.install == Install::DaemonSet {
+            self.wait_untainted()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the node lifecycle controller has lifted the taints the kubelet registers
+    /// the node with (`node.kubernetes.io/not-ready`), so that the scheduler places pods there.
+    fn wait_untainted(&self) -> Result {
+        let started = Instant::now();
+        loop {
+            let taints =
+                self.kubectl(&["get", "node", NODE_NAME, "-o", "jsonpath={.spec.taints}"])?;
+            if taints.trim().is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                return Err(format!("node {NODE_NAME} still tainted: {taints}").into());
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// The node's temporary root (the K3s directories, the kubelet's, the logs).
