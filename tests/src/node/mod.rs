@@ -54,6 +54,7 @@
 //! settings, and fails if any of these was left or changed. [`shared`] gives the tests of one
 //! binary a single node, stopped at exit.
 
+mod binaries;
 mod control_plane;
 mod daemonset;
 mod host;
@@ -62,6 +63,7 @@ mod inspect;
 mod kubectl;
 mod kubelet;
 pub mod mounts;
+mod shared;
 mod sysctls;
 mod thread;
 
@@ -69,23 +71,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use plexus::links;
 use plexus::netns;
 use serde_json::json;
 
-use crate::cluster::{self, LocalCluster, Result, APISERVER_VERSION};
+use crate::cluster::{self, LocalCluster, Result};
 use crate::cri::Containerd;
 use crate::{cni_plugin_dir, plexus_bin_dir};
 
+pub use binaries::{binaries, binaries_or_skip, cached_path, Binaries};
 pub use control_plane::{ControlPlane, KUBERNETES_SERVICE_IP};
 pub use daemonset::{INSTALL_FILES, SYSTEM_NAMESPACE};
 pub use host::KUBELET_HOST_PATHS;
 pub use inspect::{files_under, status_addresses};
 pub use kubectl::bind_to_node;
 pub use kubelet::kubelet_flags;
+pub use shared::{shared, SharedNode};
 pub use sysctls::{Sysctls, KUBELET_SYSCTLS};
 pub use thread::NodeThread;
 
@@ -135,74 +138,9 @@ pub enum Install {
     DaemonSet,
 }
 
-/// Where `cargo xtask apiserver` caches the Kubernetes binary `name` (`kubelet`, `kubectl`,
-/// `kube-controller-manager`, `kube-scheduler`).
-pub fn cached_path(name: &str) -> PathBuf {
-    cluster::cache_dir().join(format!("{name}-{APISERVER_VERSION}"))
-}
-
 /// The directory of the K3s examples (`examples/k3s` of the workspace).
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/k3s")
-}
-
-/// The Kubernetes binaries a node runs.
-#[derive(Debug, Clone)]
-pub struct Binaries {
-    /// kube-apiserver.
-    pub apiserver: PathBuf,
-    /// kubelet.
-    pub kubelet: PathBuf,
-    /// kube-controller-manager.
-    pub controller_manager: PathBuf,
-    /// kube-scheduler.
-    pub scheduler: PathBuf,
-    /// Debian's kubectl.
-    pub kubectl: PathBuf,
-}
-
-/// The binaries, from their environment variables (the kubelet's and kubectl's) or the cache;
-/// an error saying to run `cargo xtask apiserver` if one is missing.
-pub fn binaries() -> Result<Binaries> {
-    let pick = |env: Option<&str>, name: &str| -> Result<PathBuf> {
-        let path = env
-            .and_then(std::env::var_os)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| cached_path(name));
-        if host::is_executable(&path) {
-            Ok(path)
-        } else {
-            Err(format!(
-                "no {} (from {} or the cache): run `cargo xtask apiserver` to build and cache it",
-                path.display(),
-                env.unwrap_or("its environment variable")
-            )
-            .into())
-        }
-    };
-    Ok(Binaries {
-        apiserver: cluster::apiserver_binary()?,
-        kubelet: pick(Some(KUBELET_ENV), "kubelet")?,
-        controller_manager: pick(None, "kube-controller-manager")?,
-        scheduler: pick(None, "kube-scheduler")?,
-        kubectl: pick(Some(KUBECTL_ENV), "kubectl")?,
-    })
-}
-
-/// The binaries, if they are there. Otherwise prints why the test is skipped and returns
-/// `None`, unless `CI` is set: node tests must never be skipped silently in CI.
-pub fn binaries_or_skip() -> Option<Binaries> {
-    match binaries() {
-        Ok(b) => Some(b),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("{e}; Kubernetes node tests must not be skipped in CI")
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
 }
 
 /// A running node. Stop it with [`stop`](Self::stop), which checks that nothing is left.
@@ -592,53 +530,4 @@ fn write_layout() -> Result {
         format!("FLANNEL_SUBNET={PRIMARY_SUBNET}\nFLANNEL_MTU=1450\n"),
     )?;
     Ok(())
-}
-
-/// The node shared by the tests of this process, started by the first call (`None`, with a
-/// message, when the binaries are missing outside CI). Holding the guard gives a test the node
-/// to itself. The node is stopped when the process exits; if anything is left then, the
-/// process exits with status 1, so that `cargo test` fails.
-pub fn shared() -> Option<SharedNode> {
-    static NODE: OnceLock<Option<Mutex<Option<KubeNode>>>> = OnceLock::new();
-    extern "C" fn stop_at_exit() {
-        let Some(Some(node)) = NODE.get() else { return };
-        let node = node.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let Some(node) = node else { return };
-        match node.stop() {
-            Ok(()) => eprintln!("kubelet node: stopped, nothing left behind"),
-            Err(e) => {
-                eprintln!("kubelet node: left behind: {e}");
-                // SAFETY: ends the process at once, with a failing status.
-                unsafe { libc::_exit(1) };
-            }
-        }
-    }
-    let node = NODE.get_or_init(|| {
-        let binaries = binaries_or_skip()?;
-        let node = KubeNode::start(&binaries).unwrap_or_else(|e| panic!("{e}"));
-        // SAFETY: registers a plain function, once.
-        unsafe { libc::atexit(stop_at_exit) };
-        Some(Mutex::new(Some(node)))
-    });
-    let guard = node
-        .as_ref()?
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    guard.is_some().then_some(SharedNode(guard))
-}
-
-/// The shared node, held by one test at a time ([`shared`]).
-pub struct SharedNode(MutexGuard<'static, Option<KubeNode>>);
-
-impl std::ops::Deref for SharedNode {
-    type Target = KubeNode;
-    fn deref(&self) -> &KubeNode {
-        self.0.as_ref().expect("the shared node runs")
-    }
-}
-
-impl std::ops::DerefMut for SharedNode {
-    fn deref_mut(&mut self) -> &mut KubeNode {
-        self.0.as_mut().expect("the shared node runs")
-    }
 }
