@@ -4,7 +4,8 @@
 //! - `demo`: a walk through Plexus on real clients ([`demo`]).
 //! - `bench`: timing Plexus against its delegates ([`bench`]).
 //! - `fuzz`: the fuzz targets of `fuzz/` ([`fuzz`]).
-//! - `apiserver`: build and cache a kube-apiserver and kubelet for the Kubernetes tests ([`apiserver`]).
+//! - `apiserver`: build and cache the Kubernetes binaries (API server, kubelet, controller-manager,
+//!   scheduler) for the Kubernetes tests ([`apiserver`]).
 //! - `image`: Plexus's container image, an OCI archive built offline ([`image`]).
 //! - `fresh`: the demo in a bare Debian root, the plugins in an old one ([`fresh`]).
 
@@ -37,8 +38,8 @@ enum Commands {
     Demo(DemoArgs),
     /// Measure Plexus's overhead over its delegates.
     Bench(BenchArgs),
-    /// Build (once) and cache a kube-apiserver and a kubelet, fetch kubectl, and print the
-    /// API server's path.
+    /// Build (once) and cache kube-apiserver, kubelet, kube-controller-manager and
+    /// kube-scheduler, fetch kubectl, and print the API server's path.
     #[command(visible_alias = "kube-binaries")]
     Apiserver(apiserver::ApiserverArgs),
     /// Run the cargo-fuzz targets of fuzz/ (longer than `test` does).
