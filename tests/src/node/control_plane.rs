@@ -150,14 +150,6 @@ impl ControlPlane {
         })
     }
 
-    /// The first of them that has exited, with its status.
-    pub fn exited(&mut self) -> Option<String> {
-        self.processes.iter_mut().find_map(|(name, child)| {
-            let status = child.try_wait().ok().flatten()?;
-            Some(format!("{name} exited ({status})"))
-        })
-    }
-
     /// Stops them.
     pub fn stop(&mut self) {
         for (_, child) in &mut self.processes {

@@ -313,11 +313,6 @@ impl KubeNode {
         self.root.as_ref().expect("the node has a root").path()
     }
 
-    /// How Plexus was installed.
-    pub fn install(&self) -> Install {
-        self.install
-    }
-
     /// The CNI bin dir, K3s's `data/cni`, as the host sees it (under the root).
     pub fn bin_dir(&self) -> PathBuf {
         mounts::under_root(self.root(), K3S_BIN_DIR)
@@ -341,11 +336,6 @@ impl KubeNode {
     /// The node's network namespace.
     pub fn netns(&self) -> &Path {
         &self.netns
-    }
-
-    /// The thread inside the node's namespaces.
-    pub fn thread(&self) -> &NodeThread {
-        &self.thread
     }
 
     /// The local cluster (its API server listens on the node's loopback only).
