@@ -94,10 +94,11 @@ fn create_unique_netns(prefix: &str) -> (String, PathBuf) {
 }
 
 /// Detaches every mount below `dir` (snapshots, sandbox `/dev/shm`, the kubelet's bind
-/// mounts), the deepest first; returns those still there.
+/// mounts), the deepest first; returns those still there. Works in the mount namespace of the
+/// calling thread.
 pub fn unmount_under(dir: &Path) -> Vec<PathBuf> {
     let mounts_under = || -> Vec<PathBuf> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mountinfo = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
         let mut points: Vec<PathBuf> = mountinfo
             .lines()
             .filter_map(|line| line.split(' ').nth(4))

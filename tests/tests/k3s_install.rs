@@ -582,9 +582,31 @@ fn the_k3s_examples_are_current_and_valid() {
             .collect();
         assert_eq!(
             mounts,
-            [format!("/{BIN}"), format!("/{CONF}"), "/var/lib/cni".into()]
+            [
+                format!("/{BIN}"),
+                format!("/{CONF}"),
+                "/var/lib/cni".into(),
+                "/var/run/secrets/kubernetes.io/serviceaccount".into()
+            ]
         );
     }
+    // The token is plexus-token.yaml's Secret (it outlives the pod), not the pod's own.
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    let token = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "token")
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.clone());
+    let [secret]: [k8s_openapi::api::core::v1::Secret; 1] =
+        documents("plexus-token.yaml").try_into().unwrap();
+    assert_eq!(token, secret.metadata.name);
+    assert_eq!(secret.metadata.namespace, ds.metadata.namespace);
+    assert_eq!(
+        secret.metadata.annotations.unwrap()["kubernetes.io/service-account.name"],
+        plexus_tests::cluster::SA_NAME
+    );
 
     // The NADs are configurations Plexus runs; the pods' annotations parse.
     let nads: Vec<plexus_crds::NetworkAttachmentDefinition> = documents("example-nads.yaml");

@@ -10,7 +10,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use plexus_tests::node::{self, SharedNode, NAMESPACE, PRIMARY_SUBNET, SECOND_NIC};
+use plexus_tests::node::{
+    self, files_under, status_addresses, SharedNode, PRIMARY_SUBNET, SECOND_NIC,
+};
 use plexus_tests::root_or_skip;
 use serde_json::{json, Value};
 
@@ -27,107 +29,6 @@ fn node() -> Option<SharedNode> {
     node.delete_all_pods()
         .expect("delete the pods of an earlier test");
     Some(node)
-}
-
-/// The IPv4 addresses of each interface of `pod` but `lo`, from `kubectl exec … ip -o addr`.
-fn exec_addresses(node: &SharedNode, pod: &str) -> BTreeMap<String, Vec<Ipv4Net>> {
-    let out = node
-        .kubectl(&["exec", pod, "-n", NAMESPACE, "--", "ip", "-o", "addr"])
-        .unwrap();
-    let mut found: BTreeMap<String, Vec<Ipv4Net>> = BTreeMap::new();
-    for line in out.lines() {
-        // `2: eth0    inet 10.42.0.5/24 brd 10.42.0.255 scope global eth0\ ...`
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if let [_, ifname, "inet", address, ..] = words[..] {
-            if ifname != "lo" {
-                found
-                    .entry(ifname.to_string())
-                    .or_default()
-                    .push(address.parse().unwrap());
-            }
-        }
-    }
-    found
-}
-
-/// The pod's network-status, read with `kubectl get pod -o jsonpath`.
-fn network_status(node: &SharedNode, pod: &str) -> Vec<Value> {
-    let text = node
-        .kubectl(&[
-            "get",
-            "pod",
-            pod,
-            "-n",
-            NAMESPACE,
-            "-o",
-            r"jsonpath={.metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}",
-        ])
-        .unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("network-status of {pod}: {e}: {text}"))
-}
-
-/// Each interface of a network-status with its IPv4 addresses.
-fn status_addresses(status: &[Value]) -> BTreeMap<String, Vec<Ipv4Addr>> {
-    status
-        .iter()
-        .map(|entry| {
-            let ips = entry["ips"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|ip| ip.as_str()?.parse().ok())
-                .collect();
-            (entry["interface"].as_str().unwrap_or("?").to_string(), ips)
-        })
-        .collect()
-}
-
-/// `net` parsed.
-fn subnet(net: &str) -> Ipv4Net {
-    net.parse().unwrap()
-}
-
-/// Asserts that `pod` has exactly the interfaces of `expected`, each with one address in its
-/// subnet, both in the pod (`kubectl exec`) and in its network-status; returns the addresses.
-fn check_interfaces(
-    node: &SharedNode,
-    pod: &str,
-    expected: &[(&str, &str)],
-) -> BTreeMap<String, Ipv4Addr> {
-    let seen = exec_addresses(node, pod);
-    println!("{pod}: ip -o addr: {seen:?}");
-    let names: BTreeSet<&str> = seen.keys().map(String::as_str).collect();
-    let wanted: BTreeSet<&str> = expected.iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, wanted, "interfaces of {pod}");
-    let status = network_status(node, pod);
-    println!(
-        "{pod}: network-status: {}",
-        serde_json::to_string(&status).unwrap()
-    );
-    let reported = status_addresses(&status);
-    let mut addresses = BTreeMap::new();
-    for (ifname, net) in expected {
-        let [address] = seen[*ifname][..] else {
-            panic!("{pod} {ifname}: {:?}", seen[*ifname]);
-        };
-        assert!(
-            subnet(net).contains(&address.addr()),
-            "{pod} {ifname} {address} not in {net}"
-        );
-        assert_eq!(
-            reported.get(*ifname),
-            Some(&vec![address.addr()]),
-            "{pod}: network-status of {ifname}"
-        );
-        addresses.insert(ifname.to_string(), address.addr());
-    }
-    let default: Vec<&str> = status
-        .iter()
-        .filter(|e| e["default"] == true)
-        .filter_map(|e| e["interface"].as_str())
-        .collect();
-    assert_eq!(default, ["eth0"], "{pod}: the default network");
-    addresses
 }
 
 #[test]
@@ -154,8 +55,7 @@ fn both_annotation_forms_and_a_default_network_override_reach_running() {
 
     let macvlan = "192.168.100.0/24";
     let bridge = "10.201.0.0/24";
-    let short = check_interfaces(
-        &node,
+    let short = node.check_interfaces(
         "plexus-demo-short",
         &[
             ("eth0", PRIMARY_SUBNET),
@@ -163,8 +63,7 @@ fn both_annotation_forms_and_a_default_network_override_reach_running() {
             ("net2", bridge),
         ],
     );
-    check_interfaces(
-        &node,
+    node.check_interfaces(
         "plexus-demo-json",
         &[
             ("eth0", PRIMARY_SUBNET),
@@ -172,8 +71,7 @@ fn both_annotation_forms_and_a_default_network_override_reach_running() {
             ("bridge0", bridge),
         ],
     );
-    let primary = check_interfaces(
-        &node,
+    let primary = node.check_interfaces(
         "plexus-demo-primary",
         &[("eth0", "10.203.0.0/24"), ("net1", bridge)],
     );
@@ -188,46 +86,6 @@ fn both_annotation_forms_and_a_default_network_override_reach_running() {
         assert_eq!(ip, json!(addresses["eth0"].to_string()), "podIP of {pod}");
     }
     node.force_delete_all_pods().unwrap();
-}
-
-/// The IPv4 allocations of plexus-ipam's IPAMBlocks, as `address -> pod name`.
-fn ipam_allocations(node: &SharedNode) -> BTreeMap<Ipv4Addr, String> {
-    let text = node
-        .kubectl(&["get", "ipamblocks", "-n", "plexus-system", "-o", "json"])
-        .unwrap();
-    let list: Value = serde_json::from_str(&text).unwrap();
-    let mut found = BTreeMap::new();
-    for block in list["items"].as_array().into_iter().flatten() {
-        for (address, owner) in block["spec"]["allocations"]
-            .as_object()
-            .into_iter()
-            .flatten()
-        {
-            let address: Ipv4Addr = address
-                .parse()
-                .unwrap_or_else(|e| panic!("allocation {address}: {e}"));
-            let pod = owner["podName"].as_str().unwrap_or("?").to_string();
-            assert!(found.insert(address, pod).is_none(), "{address} twice");
-        }
-    }
-    found
-}
-
-/// The files under `dir` (recursively); none if it is missing.
-fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        for entry in std::fs::read_dir(&current).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
 }
 
 #[test]
@@ -267,22 +125,25 @@ fn twenty_pods_get_unique_addresses_and_deleting_them_leaves_nothing() {
     // Every address once, on the network it belongs to, and each one allocated in plexus-ipam.
     let mut seen: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
     for name in &names {
-        let status = status_addresses(&network_status(&node, name));
+        let status = status_addresses(&node.network_status(name));
         for (ifname, net) in [("net1", "192.168.100.0/24"), ("net2", "10.201.0.0/24")] {
             let [address] = status[ifname][..] else {
                 panic!("{name} {ifname}: {:?}", status.get(ifname));
             };
-            assert!(subnet(net).contains(&address), "{name} {ifname} {address}");
+            assert!(
+                net.parse::<Ipv4Net>().unwrap().contains(&address),
+                "{name} {ifname} {address}"
+            );
             if let Some(other) = seen.insert(address, name.clone()) {
                 panic!("{address} given to both {other} and {name}");
             }
         }
     }
     assert_eq!(seen.len(), 40);
-    assert_eq!(ipam_allocations(&node), seen, "plexus-ipam's allocations");
+    assert_eq!(node.ipam_allocations(), seen, "plexus-ipam's allocations");
     // What the pods themselves see, for two of them.
     for name in [&names[0], &names[19]] {
-        let inside = exec_addresses(&node, name);
+        let inside = node.exec_addresses(name);
         for ifname in ["net1", "net2"] {
             let address = inside[ifname][0].addr();
             assert_eq!(seen.get(&address), Some(name), "{name} {ifname} {address}");
@@ -307,22 +168,17 @@ fn twenty_pods_get_unique_addresses_and_deleting_them_leaves_nothing() {
         "links left on the node: {new_links:?}"
     );
     assert!(links_after.contains(SECOND_NIC));
-    assert_eq!(ipam_allocations(&node), BTreeMap::new(), "allocations left");
+    assert_eq!(node.ipam_allocations(), BTreeMap::new(), "allocations left");
     assert_eq!(
         files_under(&node.cni_dir()),
         Vec::<String>::new(),
         "cache left"
     );
-    let leases: Vec<String> = files_under(&node.leases_dir())
-        .into_iter()
-        .filter(|f| {
-            std::path::Path::new(f)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.parse::<Ipv4Addr>().is_ok())
-        })
-        .collect();
-    assert_eq!(leases, Vec::<String>::new(), "primary network leases left");
+    assert_eq!(
+        node.primary_leases(),
+        Vec::<String>::new(),
+        "primary network leases left"
+    );
 }
 
 #[test]
@@ -381,8 +237,8 @@ fn a_kubelet_restart_leaves_running_pods_and_their_networks_alone() {
                 (
                     container["containerID"].clone(),
                     container["restartCount"].clone(),
-                    exec_addresses(node, pod),
-                    network_status(node, pod),
+                    node.exec_addresses(pod),
+                    node.network_status(pod),
                 )
             })
             .collect()

@@ -1,14 +1,14 @@
-//! `cargo xtask apiserver` (alias `kube-binaries`): a real kube-apiserver and kubelet for the
-//! Kubernetes-backed tests, built once from Debian's sources and cached, and Debian's `kubectl`.
+//! `cargo xtask apiserver` (alias `kube-binaries`): a real kube-apiserver, kubelet,
+//! kube-controller-manager and kube-scheduler for the Kubernetes-backed tests, built once from
+//! Debian's sources and cached, and Debian's `kubectl`.
 //!
-//! Debian ships no kube-apiserver or kubelet binary, but its `kubernetes` source package
-//! (1.20.2, every Go dependency vendored) builds both offline, in one `make`. It must be built
-//! with Go 1.15 (`golang-1.15-go`, from bullseye): with Go ≥ 1.18 the vendored
-//! `reflect2` corrupts maps and the apiserver dies under load. The build takes
-//! 15 to 25 minutes on 2 cores (the kubelet about half of it) and lands in
-//! `~/.cache/plexus/kube-apiserver-1.20.2` and `~/.cache/plexus/kubelet-1.20.2`; later runs
-//! reuse them (a cache holding only one of the two builds both again). The source
-//! tree and Go's build cache are removed once the binaries are cached.
+//! Debian ships none of these four binaries, but its `kubernetes` source package (1.20.2, every
+//! Go dependency vendored) builds them offline, in one `make WHAT="…"`, so the packages they
+//! share compile once. It must be built with Go 1.15 (`golang-1.15-go`, from bullseye): with
+//! Go ≥ 1.18 the vendored `reflect2` corrupts maps and the apiserver dies under load. The build
+//! takes 20 to 30 minutes on 2 cores and lands in `~/.cache/plexus/<name>-1.20.2`; later runs
+//! reuse them (a cache missing any of the four builds all of them again). The source tree and
+//! Go's build cache are removed once the binaries are cached.
 //!
 //! `kubectl` is Debian's `kubernetes-client` (the same 1.20.2), unpacked into
 //! `~/.cache/plexus/kubectl-1.20.2` rather than installed: on some machines `/usr/bin/kubectl`
@@ -16,7 +16,8 @@
 //!
 //! `plexus_tests::cluster::LocalCluster` runs the API server against a throwaway etcd; the
 //! Kubernetes-backed tests use it, and `--check` here proves it works.
-//! `plexus_tests::node::KubeNode` adds containerd and the kubelet.
+//! `plexus_tests::node::KubeNode` adds containerd and the kubelet, and for the DaemonSet
+//! install the controller-manager and the scheduler.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -45,10 +46,15 @@ pub fn cached_path() -> PathBuf {
 }
 
 /// The binaries the build makes: `make WHAT` target, and where the tests look for it.
-fn built_binaries() -> [(&'static str, PathBuf); 2] {
+fn built_binaries() -> [(&'static str, PathBuf); 4] {
     [
         ("cmd/kube-apiserver", cached_path()),
-        ("cmd/kubelet", node::cached_kubelet_path()),
+        ("cmd/kubelet", node::cached_path("kubelet")),
+        (
+            "cmd/kube-controller-manager",
+            node::cached_path("kube-controller-manager"),
+        ),
+        ("cmd/kube-scheduler", node::cached_path("kube-scheduler")),
     ]
 }
 
@@ -58,8 +64,9 @@ const CLUSTER_PACKAGES: &[(&str, &str)] = &[
     ("openssl", "/usr/bin/openssl"),
 ];
 
-/// Returns the cached kube-apiserver, building it and the kubelet first if either is missing,
-/// and installs what else a local cluster and node need (etcd, openssl, kubectl).
+/// Returns the cached kube-apiserver, building it, the kubelet, the controller-manager and the
+/// scheduler first if any is missing, and installs what else a local cluster and node need
+/// (etcd, openssl, kubectl).
 pub fn ensure() -> Result<PathBuf> {
     ensure_debian_packages(CLUSTER_PACKAGES)?;
     ensure_kubectl()?;
@@ -72,23 +79,22 @@ pub fn ensure() -> Result<PathBuf> {
     }
     let started = Instant::now();
     eprintln!(
-        "kube-apiserver and kubelet {VERSION}: not both cached, building them (15 to 25 minutes)"
+        "Kubernetes {VERSION} binaries: not all cached, building the four of them (20 to 30 minutes)"
     );
     build(&binaries)?;
     eprintln!(
-        "kube-apiserver and kubelet {VERSION}: built in {:.0}s, cached at {} and {}",
+        "Kubernetes {VERSION} binaries: built in {:.0}s, cached in {}",
         started.elapsed().as_secs_f64(),
-        binaries[0].1.display(),
-        binaries[1].1.display()
+        cache_dir().display()
     );
     Ok(cached_path())
 }
 
-/// Unpacks Debian's `kubernetes-client` into the cache as [`node::cached_kubectl_path`], unless
+/// Unpacks Debian's `kubernetes-client` into the cache as [`node::cached_path`]`("kubectl")`, unless
 /// it is there: `apt-get download` and `dpkg-deb -x`, so that no other package's
 /// `/usr/bin/kubectl` is in the way.
 pub fn ensure_kubectl() -> Result<PathBuf> {
-    let dest = node::cached_kubectl_path();
+    let dest = node::cached_path("kubectl");
     if is_executable(&dest) {
         return Ok(dest);
     }
@@ -201,8 +207,7 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Builds the kube-apiserver and the kubelet from Debian's sources and installs each at its
-/// path.
+/// Builds the binaries from Debian's sources, in one `make`, and installs each at its path.
 fn build(binaries: &[(&str, PathBuf)]) -> Result {
     cmd::step("apt sources: bookworm deb-src, bullseye (pinned) for Go 1.15");
     ensure_apt_sources()?;

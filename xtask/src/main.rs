@@ -4,7 +4,9 @@
 //! - `demo`: a walk through Plexus on real clients ([`demo`]).
 //! - `bench`: timing Plexus against its delegates ([`bench`]).
 //! - `fuzz`: the fuzz targets of `fuzz/` ([`fuzz`]).
-//! - `apiserver`: build and cache a kube-apiserver and kubelet for the Kubernetes tests ([`apiserver`]).
+//! - `apiserver`: build and cache the Kubernetes binaries (API server, kubelet, controller-manager,
+//!   scheduler) for the Kubernetes tests ([`apiserver`]).
+//! - `image`: Plexus's container image, an OCI archive built offline ([`image`]).
 //! - `fresh`: the demo in a bare Debian root, the plugins in an old one ([`fresh`]).
 
 mod apiserver;
@@ -14,6 +16,7 @@ mod cmd;
 mod demo;
 mod fresh;
 mod fuzz;
+mod image;
 mod packages;
 mod test;
 
@@ -35,12 +38,15 @@ enum Commands {
     Demo(DemoArgs),
     /// Measure Plexus's overhead over its delegates.
     Bench(BenchArgs),
-    /// Build (once) and cache a kube-apiserver and a kubelet, fetch kubectl, and print the
-    /// API server's path.
+    /// Build (once) and cache kube-apiserver, kubelet, kube-controller-manager and
+    /// kube-scheduler, fetch kubectl, and print the API server's path.
     #[command(visible_alias = "kube-binaries")]
     Apiserver(apiserver::ApiserverArgs),
     /// Run the cargo-fuzz targets of fuzz/ (longer than `test` does).
     Fuzz(fuzz::FuzzArgs),
+    /// Build Plexus's container image offline (FROM scratch, the static release binaries) as
+    /// an OCI archive under target/, and print its size.
+    Image,
     /// Run the demo in a bare Debian bookworm root, then the plugins in an old Debian root.
     Fresh(fresh::FreshArgs),
 }
@@ -77,6 +83,7 @@ fn main() {
         Commands::Apiserver(args) => apiserver::run(args),
         Commands::Fuzz(args) => fuzz::run(args),
         Commands::Fresh(args) => fresh::run(args),
+        Commands::Image => image::run(),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -3,7 +3,8 @@
 //!
 //! Steps: install the Debian packages the tests drive, check formatting, lint,
 //! build the binaries, build the shipped ones in release mode and check that they are static
-//! and small ([`crate::binaries`]), then run every test with `PLEXUS_BIN_DIR` pointing at
+//! and small ([`crate::binaries`]) and build the image from them ([`crate::image`]), then run
+//! every test with `PLEXUS_BIN_DIR` pointing at
 //! the freshly built binaries, then run each fuzz target for a while
 //! ([`crate::fuzz`], `PLEXUS_FUZZ_SECONDS`). A summary of the steps, and the
 //! test counts, closes the output; the exit status is non-zero if any step failed.
@@ -74,10 +75,25 @@ pub fn run(args: &TestArgs) -> Result {
         &["build", "--workspace", "--bins"],
     );
 
+    let mut image = None;
     if built {
         cmd::step("shipped binaries (release): static, at most 15 MB");
-        let result = crate::binaries::build_release().and_then(|dir| crate::binaries::check(&dir));
-        report.record("static binaries", result);
+        let release = crate::binaries::build_release();
+        let result = release
+            .as_ref()
+            .map_err(|e| e.to_string().into())
+            .and_then(|dir| crate::binaries::check(dir));
+        let checked = report.record("static binaries", result);
+        if let (true, Ok(release)) = (checked, release) {
+            cmd::step("Plexus's image (the DaemonSet test imports it)");
+            let result = crate::image::build(&release).map(|built| {
+                crate::image::print_built(&built);
+                image = Some(built.archive);
+            });
+            report.record("image", result);
+        } else {
+            report.skip("image", "the release binaries failed");
+        }
     } else {
         report.skip("static binaries", "the build failed");
     }
@@ -88,6 +104,10 @@ pub fn run(args: &TestArgs) -> Result {
         let mut test = cmd::cargo();
         test.current_dir(&root)
             .env("PLEXUS_BIN_DIR", &bin_dir)
+            .env(
+                plexus_tests::node::image::ARCHIVE_ENV,
+                image.as_deref().unwrap_or(std::path::Path::new("")),
+            )
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(&args.cargo_test_args);
         let result = run_counting(&mut test).and_then(|(c, status)| {

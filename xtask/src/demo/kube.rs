@@ -1,18 +1,21 @@
-//! `cargo xtask demo --kube`: Plexus on a real Kubernetes node, as a K3s user sees it.
+//! `cargo xtask demo --kube`: Plexus on a real Kubernetes node, installed as a K3s user
+//! installs it.
 //!
-//! A node of [`plexus_tests::node`] starts: etcd and the API server, containerd, and a kubelet
-//! registered as a node, with Plexus put in place by `plexusctl install` in K3s's layout (under
-//! a temporary root) and a bridge network standing in for Flannel. The demo applies
-//! `examples/k3s/example-nads.yaml` and `example-pod.yaml` with `kubectl apply`, waits until the
-//! kubelet runs both pods, and prints `kubectl get pods -o wide`, each pod's network-status
+//! Plexus's image is built ([`crate::image`]) and a node of [`plexus_tests::node`] starts
+//! ([`Install::DaemonSet`]): etcd and the API server, the controller-manager and the scheduler,
+//! containerd with the image imported, and a kubelet registered as a node, with K3s's paths and
+//! a bridge network standing in for Flannel. The demo applies `examples/k3s/` unchanged with
+//! `kubectl apply`: the RBAC, the token, the CRDs and the DaemonSet, whose init container
+//! installs Plexus (its log is shown); then `example-nads.yaml` and `example-pod.yaml`. It
+//! waits until the scheduler has placed and the kubelet runs both pods, and prints `kubectl get pods -o wide`, each pod's network-status
 //! (`kubectl get pod -o jsonpath`), its interfaces (`kubectl exec … ip -o addr`) and a ping
 //! from one pod to the other on `net1`. Then it deletes the pods, shows that plexus-ipam's
-//! allocations and Plexus's cache are empty, and stops the node, which checks that nothing is
-//! left on the machine (links, mounts, cgroups, kernel settings).
+//! allocations and Plexus's cache are empty, deletes the rest, and stops the node, which checks
+//! that nothing is left on the machine (links, mounts, cgroups, kernel settings).
 
 use std::time::Instant;
 
-use plexus_tests::node::{self, KubeNode, NAMESPACE};
+use plexus_tests::node::{self, Install, KubeNode, INSTALL_FILES, NAMESPACE, SYSTEM_NAMESPACE};
 use serde_json::Value;
 
 use crate::cmd::{self, Result};
@@ -31,8 +34,17 @@ const PODS: [&str; 2] = ["plexus-demo-short", "plexus-demo-json"];
 pub(super) fn run() -> Result {
     ensure_debian_packages(NODE_PACKAGES)?;
     let binaries = node::binaries().map_err(|e| e as cmd::Error)?;
-    cmd::step("a Kubernetes node: etcd, kube-apiserver, containerd, kubelet; plexusctl install");
-    let node = KubeNode::start(&binaries).map_err(|e| e as cmd::Error)?;
+    let release = crate::binaries::build_release()?;
+    crate::binaries::check(&release)?;
+    let image = crate::image::build(&release)?;
+    crate::image::print_built(&image);
+    // The node imports the archive named by this variable.
+    std::env::set_var(node::image::ARCHIVE_ENV, &image.archive);
+    cmd::step(
+        "a Kubernetes node: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, \
+         containerd (Plexus's image imported), kubelet",
+    );
+    let node = KubeNode::start_with(&binaries, Install::DaemonSet).map_err(|e| e as cmd::Error)?;
     println!(
         "node {} ready after {:.1}s; its root (K3s's directories): {}",
         node::NODE_NAME,
@@ -40,46 +52,68 @@ pub(super) fn run() -> Result {
         node.root().display()
     );
     println!("kubelet flags: {}", node.kubelet_flags().join(" "));
-    let outcome = show_pods(&node);
+    let outcome = install(&node).and_then(|()| show_pods(&node));
     cmd::step("teardown: kubectl delete pods, then stopping the node");
-    let deleted = node
-        .kubectl(&[
-            "delete",
-            "pods",
-            "--all",
-            "-n",
-            NAMESPACE,
-            "--grace-period=1",
-            "--wait=true",
-        ])
-        .map_err(|e| e as cmd::Error);
-    if let Ok(out) = &deleted {
-        print!("{out}");
+    println!("$ kubectl delete pods --all -n {NAMESPACE} --grace-period=1 --wait=true");
+    let deleted = node.delete_all_pods().map_err(|e| e as cmd::Error);
+    if deleted.is_ok() {
         print_leftovers(&node)?;
     }
+    let mut files: Vec<&str> = vec!["example-nads.yaml"];
+    files.extend(INSTALL_FILES.iter().rev());
+    let deleted = deleted.and_then(|_| {
+        node.kubectl_files(
+            &[
+                "delete",
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=120s",
+            ],
+            &files,
+        )
+        .map_err(|e| e as cmd::Error)
+    });
     let stopped = node.stop().map_err(|e| e as cmd::Error);
     if stopped.is_ok() {
         println!(
-            "stopped the kubelet, containerd, the API server and etcd; removed the node's \
-             namespace, mounts, cgroups and files; kernel settings as before"
+            "stopped the kubelet, containerd, the controllers, the API server and etcd; removed \
+             the node's namespace, mounts, cgroups and files; kernel settings as before"
         );
     }
     outcome.and(deleted.map(drop)).and(stopped)
 }
 
+/// Applies the install files and shows what the DaemonSet's init container did.
+fn install(node: &KubeNode) -> Result {
+    cmd::step(&format!(
+        "kubectl apply -f examples/k3s/{{{}}}",
+        INSTALL_FILES.join(",")
+    ));
+    let (written, running) = node.install_with_daemonset().map_err(|e| e as cmd::Error)?;
+    println!(
+        "00-plexus.conflist written {:.1}s after kubectl apply; the DaemonSet's pod Running after {:.1}s",
+        written.as_secs_f64(),
+        running.as_secs_f64()
+    );
+    cmd::step(&format!(
+        "kubectl logs -n {SYSTEM_NAMESPACE} ds/plexus -c install"
+    ));
+    print!(
+        "{}",
+        kubectl(
+            node,
+            &["logs", "-n", SYSTEM_NAMESPACE, "ds/plexus", "-c", "install"]
+        )?
+    );
+    Ok(())
+}
+
 /// Applies the examples and shows the pods, their network-status and a ping on `net1`.
 fn show_pods(node: &KubeNode) -> Result {
     cmd::step("kubectl apply -f examples/k3s/example-nads.yaml -f examples/k3s/example-pod.yaml");
-    println!("(pods get nodeName and imagePullPolicy: Never: no scheduler, no registry)");
-    let mut objects = node
-        .example_objects("example-nads.yaml")
-        .map_err(|e| e as cmd::Error)?;
-    objects.extend(
-        node.example_objects("example-pod.yaml")
-            .map_err(|e| e as cmd::Error)?,
-    );
     let started = Instant::now();
-    print!("{}", node.apply(&objects).map_err(|e| e as cmd::Error)?);
+    node.kubectl_files(&["apply"], &["example-nads.yaml", "example-pod.yaml"])
+        .map_err(|e| e as cmd::Error)?;
     let names = PODS.map(String::from);
     node.wait_running(&names, std::time::Duration::from_secs(120))
         .map_err(|e| e as cmd::Error)?;
@@ -88,27 +122,12 @@ fn show_pods(node: &KubeNode) -> Result {
         started.elapsed().as_secs_f64()
     );
 
-    cmd::step("kubectl get pods -o wide");
-    print!(
-        "{}",
-        kubectl(node, &["get", "pods", "-n", NAMESPACE, "-o", "wide"])?
-    );
+    cmd::step("kubectl get pods -A -o wide");
+    print!("{}", kubectl(node, &["get", "pods", "-A", "-o", "wide"])?);
     let mut net1 = Vec::new();
     for pod in PODS {
         cmd::step(&format!("pod {pod}"));
-        let status = kubectl(
-            node,
-            &[
-                "get",
-                "pod",
-                pod,
-                "-n",
-                NAMESPACE,
-                "-o",
-                r"jsonpath={.metadata.annotations.k8s\.v1\.cni\.cncf\.io/network-status}",
-            ],
-        )?;
-        let status: Value = serde_json::from_str(&status)?;
+        let status = Value::from(node.network_status(pod));
         println!(
             "network-status:\n{}",
             serde_json::to_string_pretty(&status)?
