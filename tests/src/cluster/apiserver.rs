@@ -84,11 +84,18 @@ rules:
   - level: Metadata
 ";
 
-/// The kube-apiserver flags that work here (1.20.2, 2 cores, loopback only).
-pub(super) fn apiserver_flags(dir: &Path, etcd_url: &str, port: u16) -> Vec<String> {
+/// The kube-apiserver flags that work here (1.20.2, 2 cores, loopback only), serving
+/// [`API_GROUPS`] and `extra_groups`.
+pub(super) fn apiserver_flags(
+    dir: &Path,
+    etcd_url: &str,
+    port: u16,
+    extra_groups: &[String],
+) -> Vec<String> {
     let p = |name: &str| dir.join(name).display().to_string();
     let runtime_config = std::iter::once("api/all=false".to_string())
         .chain(API_GROUPS.iter().map(|g| format!("{g}=true")))
+        .chain(extra_groups.iter().map(|g| format!("{g}=true")))
         .collect::<Vec<_>>()
         .join(",");
     vec![

@@ -99,6 +99,8 @@ pub struct LocalCluster {
     apiserver_pid: u32,
     /// The kube-apiserver binary and its port, to start it again after [`Self::kill_apiserver`].
     apiserver: PathBuf,
+    /// API groups served beyond [`API_GROUPS`].
+    extra_groups: Vec<String>,
     api_port: u16,
     procs: Mutex<Vec<Child>>,
     dir: Option<tempfile::TempDir>,
@@ -115,6 +117,12 @@ impl LocalCluster {
     /// CRDs and RBAC, and a token of Plexus's service account. Retries (twice) if a port it
     /// picked was taken by someone else in the meantime.
     pub fn start_with(apiserver: &Path) -> Result<Self> {
+        LocalCluster::start_serving(apiserver, &[])
+    }
+
+    /// Like [`Self::start_with`], with the API server also serving `extra_groups`
+    /// (`apps/v1`, ...) besides [`API_GROUPS`].
+    pub fn start_serving(apiserver: &Path, extra_groups: &[&str]) -> Result<Self> {
         for tool in ["/usr/bin/etcd", "/usr/bin/openssl"] {
             if !is_executable(Path::new(tool)) {
                 return Err(format!(
@@ -125,7 +133,7 @@ impl LocalCluster {
         }
         let mut attempt = 1;
         loop {
-            match LocalCluster::try_start(apiserver) {
+            match LocalCluster::try_start(apiserver, extra_groups) {
                 Err(e) if attempt < 3 && e.to_string().contains("address already in use") => {
                     eprintln!("local cluster: a port was taken, starting again");
                     attempt += 1;
@@ -135,7 +143,7 @@ impl LocalCluster {
         }
     }
 
-    fn try_start(apiserver: &Path) -> Result<Self> {
+    fn try_start(apiserver: &Path, extra_groups: &[&str]) -> Result<Self> {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("plexus-cluster-")
@@ -159,6 +167,7 @@ impl LocalCluster {
             sa_token: Mutex::new((0, String::new())),
             apiserver_pid: 0,
             apiserver: apiserver.to_path_buf(),
+            extra_groups: extra_groups.iter().map(|g| g.to_string()).collect(),
             api_port,
             procs: Mutex::new(Vec::new()),
             dir: Some(dir),
@@ -203,7 +212,12 @@ impl LocalCluster {
         let mut phases = vec![("etcd", started.elapsed())];
 
         let mut api = Command::new(apiserver);
-        api.args(apiserver_flags(&d, &etcd_url, api_port));
+        api.args(apiserver_flags(
+            &d,
+            &etcd_url,
+            api_port,
+            &cluster.extra_groups,
+        ));
         let api_log = d.join("apiserver.log");
         cluster.apiserver_pid = cluster.spawn(&mut api, &api_log)?;
         cluster.wait_until("kube-apiserver", &api_log, 1, || {

@@ -43,10 +43,15 @@ impl LocalCluster {
         let api_log = d.join("apiserver.log");
         let log = std::fs::OpenOptions::new().append(true).open(&api_log)?;
         let mut api = Command::new(&self.apiserver);
-        api.args(apiserver_flags(&d, &self.etcd_url, self.api_port))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        api.args(apiserver_flags(
+            &d,
+            &self.etcd_url,
+            self.api_port,
+            &self.extra_groups,
+        ))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
         let child = spawn_tied(&mut api)
             .map_err(|e| format!("cannot start {}: {e}", self.apiserver.display()))?;
         self.apiserver_pid = child.id();

@@ -5,8 +5,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use crate::cluster::LocalCluster;
 
 /// The API groups the controllers and the scheduler need beyond
 /// [`crate::cluster::API_GROUPS`]: DaemonSets and ControllerRevisions, and the
-/// PodDisruptionBudgets the scheduler's preemption watches.
+/// PodDisruptionBudgets the scheduler's preemption watches ([`LocalCluster::start_serving`]).
 pub const EXTRA_API_GROUPS: &[&str] = &["apps/v1", "policy/v1beta1"];
 
 /// The controllers kube-controller-manager runs: the DaemonSet's, the garbage collector (it
@@ -38,27 +37,6 @@ pub const CONTROLLERS: &str =
 pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// The `kubernetes` Service's port.
 pub const KUBERNETES_SERVICE_PORT: u16 = 443;
-
-/// Writes `<dir>/kube-apiserver`, which runs `apiserver` with the arguments it gets plus
-/// [`EXTRA_API_GROUPS`] in `--runtime-config` (the flag adds to the map given before); returns
-/// its path, for [`LocalCluster::start_with`].
-pub fn apiserver_serving_apps(dir: &Path, apiserver: &Path) -> Result<PathBuf> {
-    let groups = EXTRA_API_GROUPS
-        .iter()
-        .map(|g| format!("{g}=true"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let path = dir.join("kube-apiserver");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nexec '{}' \"$@\" --runtime-config={groups}\n",
-            apiserver.display()
-        ),
-    )?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(path)
-}
 
 /// kube-controller-manager's flags: [`CONTROLLERS`], the admin kubeconfig, no leader election,
 /// no serving port, the cluster's service-account signing key and its CA for the tokens.

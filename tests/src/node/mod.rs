@@ -244,15 +244,14 @@ impl KubeNode {
             mounts::set_up(&node_root)?;
             write_layout()
         })?;
-        let apiserver = match self.install {
-            Install::Direct => self.binaries.apiserver.clone(),
-            Install::DaemonSet => {
-                control_plane::apiserver_serving_apps(&root, &self.binaries.apiserver)?
-            }
+        let apiserver = self.binaries.apiserver.clone();
+        let extra_groups = match self.install {
+            Install::Direct => &[][..],
+            Install::DaemonSet => control_plane::EXTRA_API_GROUPS,
         };
         let cluster = self
             .thread
-            .run(move || LocalCluster::start_with(&apiserver))?;
+            .run(move || LocalCluster::start_serving(&apiserver, extra_groups))?;
         self.cluster = Some(cluster);
 
         if self.install == Install::Direct {
