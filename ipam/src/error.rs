@@ -96,7 +96,7 @@ impl From<StoreError> for CniError {
 fn kube_hint(e: &KubeError) -> &'static str {
     match e.status_code() {
         Some(403) => {
-            " (does the RBAC grant it? examples/k3s/rbac.yaml grants the IPAM's objects in one \
+            " (does the RBAC grant it? examples/k3s/01-rbac.yaml grants the IPAM's objects in one \
              namespace, which kubernetes.namespace must name)"
         }
         Some(404) => " (is the IPAMBlock CRD installed? `plexusctl crds | kubectl apply -f -`)",

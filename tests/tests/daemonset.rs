@@ -69,7 +69,7 @@ fn token_accepted(node: &KubeNode, token: &str) -> bool {
 /// A copy of the example pod asking for both networks in the short form, named `name`.
 fn short_form_pod(node: &KubeNode, name: &str) -> Value {
     let mut pod = node
-        .example_objects("example-pod.yaml")
+        .example_objects("pods/example-pod.yaml")
         .unwrap()
         .into_iter()
         .find(|o| o["metadata"]["name"] == "plexus-demo-short")
@@ -144,16 +144,9 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
         "the node has the Secret's token"
     );
 
-    // The networks and pods, applied unchanged; the scheduler places them.
-    node.kubectl_files(
-        &["apply"],
-        &[
-            "example-nads.yaml",
-            "example-pod.yaml",
-            "example-default-network.yaml",
-        ],
-    )
-    .unwrap();
+    // The networks and pods, applied unchanged (`kubectl apply -f examples/k3s/pods/`); the
+    // scheduler places them.
+    node.kubectl_files(&["apply"], &["pods/"]).unwrap();
     let pods = [
         "plexus-demo-short",
         "plexus-demo-json",
@@ -192,9 +185,9 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
 
     // Token rotation: a new Secret, a new token; the --watch container brings it to the node.
     let old = node_token(&node);
-    node.kubectl_files(&["delete", "--wait=true"], &["plexus-token.yaml"])
+    node.kubectl_files(&["delete", "--wait=true"], &["02-plexus-token.yaml"])
         .unwrap();
-    node.kubectl_files(&["apply"], &["plexus-token.yaml"])
+    node.kubectl_files(&["apply"], &["02-plexus-token.yaml"])
         .unwrap();
     let new = wait_for("a new token in the Secret", || {
         secret_token(&node).filter(|t| *t != old)
@@ -214,7 +207,7 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
     a_new_pod_attaches(&node, "after-rotation");
 
     // Deleting the DaemonSet removes nothing from the node (Multus #1527).
-    node.kubectl_files(&["delete", "--wait=true"], &["plexus-daemonset.yaml"])
+    node.kubectl_files(&["delete", "--wait=true"], &["04-plexus-daemonset.yaml"])
         .unwrap();
     wait_for("the DaemonSet's pod gone", || {
         node.daemonset_pods().unwrap().is_empty().then_some(())
@@ -246,11 +239,11 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
             "--timeout=120s",
         ],
         &[
-            "example-default-network.yaml",
-            "example-nads.yaml",
-            "plexus-token.yaml",
-            "rbac.yaml",
-            "crds.yaml",
+            "pods/example-default-network.yaml",
+            "pods/example-nads.yaml",
+            "02-plexus-token.yaml",
+            "01-rbac.yaml",
+            "03-crds.yaml",
         ],
     )
     .unwrap();

@@ -538,10 +538,10 @@ fn documents<T: serde::de::DeserializeOwned>(file: &str) -> Vec<T> {
 
 #[test]
 fn the_k3s_examples_are_current_and_valid() {
-    // crds.yaml is `plexusctl crds`.
+    // 03-crds.yaml is `plexusctl crds`.
     assert!(
-        std::fs::read_to_string(example("crds.yaml")).unwrap() == plexus_crds::crd_yaml(),
-        "examples/k3s/crds.yaml is stale: plexusctl crds > examples/k3s/crds.yaml"
+        std::fs::read_to_string(example("03-crds.yaml")).unwrap() == plexus_crds::crd_yaml(),
+        "examples/k3s/03-crds.yaml is stale: plexusctl crds > examples/k3s/03-crds.yaml"
     );
 
     // 00-plexus.conflist is what the installer writes for 10-flannel.conflist.
@@ -554,13 +554,13 @@ fn the_k3s_examples_are_current_and_valid() {
     assert_eq!(node.conflist(), shipped, "examples/k3s/00-plexus.conflist");
 
     // The DaemonSet: the main container runs the init container's command plus --watch, both
-    // with the K3s mounts, as the plexus service account of rbac.yaml.
+    // with the K3s mounts, as the plexus service account of 01-rbac.yaml.
     let [ds]: [k8s_openapi::api::apps::v1::DaemonSet; 1] =
-        documents("plexus-daemonset.yaml").try_into().unwrap();
+        documents("04-plexus-daemonset.yaml").try_into().unwrap();
     assert_eq!(
         ds.metadata.namespace.as_deref(),
         Some(plexus_tests::cluster::SA_NAMESPACE),
-        "the DaemonSet runs in the service account's namespace (rbac.yaml)"
+        "the DaemonSet runs in the service account's namespace (01-rbac.yaml)"
     );
     let spec = ds.spec.template.spec.unwrap();
     assert_eq!(
@@ -590,7 +590,7 @@ fn the_k3s_examples_are_current_and_valid() {
             ]
         );
     }
-    // The token is plexus-token.yaml's Secret (it outlives the pod), not the pod's own.
+    // The token is 02-plexus-token.yaml's Secret (it outlives the pod), not the pod's own.
     assert_eq!(spec.automount_service_account_token, Some(false));
     let token = spec
         .volumes
@@ -600,7 +600,7 @@ fn the_k3s_examples_are_current_and_valid() {
         .and_then(|v| v.secret.as_ref())
         .and_then(|s| s.secret_name.clone());
     let [secret]: [k8s_openapi::api::core::v1::Secret; 1] =
-        documents("plexus-token.yaml").try_into().unwrap();
+        documents("02-plexus-token.yaml").try_into().unwrap();
     assert_eq!(token, secret.metadata.name);
     assert_eq!(secret.metadata.namespace, ds.metadata.namespace);
     assert_eq!(
@@ -609,7 +609,7 @@ fn the_k3s_examples_are_current_and_valid() {
     );
 
     // The NADs are configurations Plexus runs; the pods' annotations parse.
-    let nads: Vec<plexus_crds::NetworkAttachmentDefinition> = documents("example-nads.yaml");
+    let nads: Vec<plexus_crds::NetworkAttachmentDefinition> = documents("pods/example-nads.yaml");
     let names: Vec<String> = nads
         .iter()
         .map(|nad| {
@@ -625,7 +625,7 @@ fn the_k3s_examples_are_current_and_valid() {
         })
         .collect();
     assert_eq!(names, ["macvlan-conf", "bridge-conf"]);
-    let pods: Vec<k8s_openapi::api::core::v1::Pod> = documents("example-pod.yaml");
+    let pods: Vec<k8s_openapi::api::core::v1::Pod> = documents("pods/example-pod.yaml");
     assert_eq!(pods.len(), 2);
     // The short form takes the default names (net1, net2); the JSON form names one.
     let expected = [None, Some("bridge0".to_string())];

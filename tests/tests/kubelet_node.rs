@@ -34,10 +34,10 @@ fn node() -> Option<SharedNode> {
 #[test]
 fn both_annotation_forms_and_a_default_network_override_reach_running() {
     let Some(node) = node() else { return };
-    let mut objects = node.example_objects("example-nads.yaml").unwrap();
-    objects.extend(node.example_objects("example-pod.yaml").unwrap());
+    let mut objects = node.example_objects("pods/example-nads.yaml").unwrap();
+    objects.extend(node.example_objects("pods/example-pod.yaml").unwrap());
     objects.extend(
-        node.example_objects("example-default-network.yaml")
+        node.example_objects("pods/example-default-network.yaml")
             .unwrap(),
     );
     println!("{}", node.apply(&objects).unwrap());
@@ -97,9 +97,9 @@ fn twenty_pods_get_unique_addresses_and_deleting_them_leaves_nothing() {
         .into_iter()
         .map(|l| l.name)
         .collect();
-    node.apply_file("example-nads.yaml").unwrap();
+    node.apply_file("pods/example-nads.yaml").unwrap();
     let template = node
-        .example_objects("example-pod.yaml")
+        .example_objects("pods/example-pod.yaml")
         .unwrap()
         .into_iter()
         .find(|o| o["metadata"]["name"] == "plexus-demo-short")
@@ -184,7 +184,10 @@ fn twenty_pods_get_unique_addresses_and_deleting_them_leaves_nothing() {
 #[test]
 fn a_pod_whose_network_is_missing_does_not_start_and_its_events_say_why() {
     let Some(node) = node() else { return };
-    let mut pod = node.example_objects("example-pod.yaml").unwrap().remove(0);
+    let mut pod = node
+        .example_objects("pods/example-pod.yaml")
+        .unwrap()
+        .remove(0);
     pod["metadata"]["name"] = json!("missing-net");
     pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] = json!("no-such-network");
     node.apply(&[pod]).unwrap();
@@ -224,8 +227,8 @@ type PodState = (Value, Value, BTreeMap<String, Vec<Ipv4Net>>, Vec<Value>);
 #[test]
 fn a_kubelet_restart_leaves_running_pods_and_their_networks_alone() {
     let Some(mut node) = node() else { return };
-    let mut objects = node.example_objects("example-nads.yaml").unwrap();
-    objects.extend(node.example_objects("example-pod.yaml").unwrap());
+    let mut objects = node.example_objects("pods/example-nads.yaml").unwrap();
+    objects.extend(node.example_objects("pods/example-pod.yaml").unwrap());
     node.apply(&objects).unwrap();
     let pods = ["plexus-demo-short", "plexus-demo-json"].map(String::from);
     node.wait_running(&pods, RUNNING_TIMEOUT).unwrap();

@@ -1,4 +1,4 @@
-//! The shipped RBAC (`examples/k3s/rbac.yaml`, exactly as the local cluster applies it) against
+//! The shipped RBAC (`examples/k3s/01-rbac.yaml`, exactly as the local cluster applies it) against
 //! a real kube-apiserver 1.20 with `--authorization-mode=RBAC`, as Plexus's service account:
 //!
 //! * everything Plexus does is allowed: `plexus` ADD and DEL of a pod on a macvlan network whose

@@ -8,7 +8,7 @@
 //! in the machine's, and the directory is removed afterwards. The image is written with
 //! `buildah push` as an OCI archive, `target/plexus-image-<version>.oci.tar`, tagged
 //! [`image::reference`] (`localhost/plexus:<version>`), the reference
-//! `examples/k3s/plexus-daemonset.yaml` uses; containerd's importers need the
+//! `examples/k3s/04-plexus-daemonset.yaml` uses; containerd's importers need the
 //! `io.containerd.image.name` annotation to keep that name, so it is added to the archive's
 //! index. Finally the image's size is printed: the archive's, and its content unpacked.
 

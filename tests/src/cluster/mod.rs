@@ -14,7 +14,7 @@
 //! starts etcd (its data on `/dev/shm` when there is one), then the API server with RBAC, token
 //! authentication, service-account token signing and an audit log of every request at level
 //! `Metadata`; it applies Plexus's CRDs ([`plexus_crds::crd_yaml`]) and waits until the
-//! NetworkAttachmentDefinition API is served, applies `examples/k3s/rbac.yaml` (which creates
+//! NetworkAttachmentDefinition API is served, applies `examples/k3s/01-rbac.yaml` (which creates
 //! the [`SA_NAMESPACE`] namespace, the IPAM's [`IPAM_NAMESPACE`]), and gets a real token of the
 //! `plexus-system/plexus` service account through the TokenRequest API, written to a file that
 //! [`sa_kubeconfig`](LocalCluster::sa_kubeconfig) refers to as its `tokenFile`. A plexus-ipam
@@ -68,7 +68,7 @@ pub const APISERVER_ENV: &str = "PLEXUS_KUBE_APISERVER";
 pub const APISERVER_VERSION: &str = "1.20.2";
 /// Plexus's RBAC: its namespace, service account, ClusterRole and ClusterRoleBinding, and the
 /// IPAM's Role and RoleBinding.
-pub const RBAC_YAML: &str = include_str!("../../../examples/k3s/rbac.yaml");
+pub const RBAC_YAML: &str = include_str!("../../../examples/k3s/01-rbac.yaml");
 /// The namespace of Plexus's service account.
 pub const SA_NAMESPACE: &str = "plexus-system";
 /// The namespace of plexus-ipam's objects, where the shipped RBAC grants them

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use super::{examples_dir, KubeNode, Result, POLL};
 
-/// The example files that install Plexus, in the order README.md applies them: the namespace
-/// and identity, the token, the CRDs, the DaemonSet.
+/// The example files that install Plexus, in the order `kubectl apply -f examples/k3s/` takes
+/// them (name order): the namespace and identity, the token, the CRDs, the DaemonSet. The
+/// example networks and pods are in `pods/`, one directory down, applied afterwards.
 pub const INSTALL_FILES: &[&str] = &[
-    "rbac.yaml",
-    "plexus-token.yaml",
-    "crds.yaml",
-    "plexus-daemonset.yaml",
+    "01-rbac.yaml",
+    "02-plexus-token.yaml",
+    "03-crds.yaml",
+    "04-plexus-daemonset.yaml",
 ];
 
 /// The namespace of the DaemonSet and its token.
@@ -22,7 +23,8 @@ pub const SYSTEM_NAMESPACE: &str = "plexus-system";
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl KubeNode {
-    /// `kubectl <verb> -f examples/k3s/<file> …`; prints the command and its output.
+    /// `kubectl <verb> -f examples/k3s/<file> …` (a file, or a directory such as `""` for
+    /// `examples/k3s/` itself and `pods/`); prints the command and its output.
     pub fn kubectl_files(&self, verb: &[&str], files: &[&str]) -> Result<String> {
         let paths: Vec<String> = files
             .iter()
@@ -60,11 +62,11 @@ impl KubeNode {
             .collect())
     }
 
-    /// Applies [`INSTALL_FILES`] and waits until the DaemonSet's init container has written
+    /// `kubectl apply -f examples/k3s/` (that is [`INSTALL_FILES`]), as users install, and waits until the DaemonSet's init container has written
     /// the conflist and its pod runs; returns how long each took after `kubectl apply`.
     pub fn install_with_daemonset(&self) -> Result<(Duration, Duration)> {
         let started = Instant::now();
-        self.kubectl_files(&["apply"], INSTALL_FILES)?;
+        self.kubectl_files(&["apply"], &[""])?;
         let mut written = None;
         loop {
             if written.is_none() && self.conflist().exists() {

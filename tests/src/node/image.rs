@@ -1,6 +1,6 @@
 //! Plexus's image as `cargo xtask image` builds it (from the `Containerfile`): its reference
 //! and the OCI archive it is written to, which the node imports into containerd before
-//! `examples/k3s/plexus-daemonset.yaml` is applied.
+//! `examples/k3s/04-plexus-daemonset.yaml` is applied.
 
 use std::path::PathBuf;
 
@@ -65,7 +65,8 @@ mod tests {
 
     #[test]
     fn the_daemonset_names_the_image_the_archive_carries() {
-        let yaml = std::fs::read_to_string(examples_dir().join("plexus-daemonset.yaml")).unwrap();
+        let yaml =
+            std::fs::read_to_string(examples_dir().join("04-plexus-daemonset.yaml")).unwrap();
         let images = images_named(&yaml);
         assert_eq!(images, [reference(), reference()], "install and plexus");
     }

@@ -7,7 +7,7 @@
 //! ```ignore
 //! let Some(binaries) = plexus_tests::node::binaries_or_skip() else { return };
 //! let node = KubeNode::start(&binaries)?;
-//! node.apply_file("example-nads.yaml")?;
+//! node.apply_file("pods/example-nads.yaml")?;
 //! node.kubectl(&["get", "pods", "-o", "wide"])?;
 //! node.stop()?; // checks that nothing is left
 //! ```
@@ -33,7 +33,7 @@
 //! 4. containerd with the CRI plugin reading K3s's two directories, the pause image and a
 //!    busybox image imported into its `k8s.io` namespace, and with [`Install::DaemonSet`]
 //!    Plexus's image ([`image::archive`], `cargo xtask image`);
-//! 5. `examples/k3s/rbac.yaml` and `crds.yaml` applied with `kubectl apply`;
+//! 5. `examples/k3s/01-rbac.yaml` and `03-crds.yaml` applied with `kubectl apply`;
 //! 6. with [`Install::DaemonSet`], the rest of a control plane ([`control_plane`]):
 //!    kube-controller-manager, kube-scheduler, the API server serving DaemonSets, and the
 //!    `kubernetes` Service's address relayed to the API server;
@@ -118,7 +118,7 @@ pub const K3S_CONF_DIR: &str = "/var/lib/rancher/k3s/agent/etc/cni/net.d";
 const CNI_DIR: &str = "/var/lib/cni/plexus";
 /// host-local's leases (its default `dataDir`).
 const LEASES_DIR: &str = "/var/lib/cni/networks";
-/// Flannel's readiness file, which `plexus-daemonset.yaml` names.
+/// Flannel's readiness file, which `04-plexus-daemonset.yaml` names.
 pub const FLANNEL_READY_FILE: &str = "/run/flannel/subnet.env";
 
 /// How long the node's parts get to become ready.
@@ -133,7 +133,7 @@ pub enum Install {
     /// or scheduler runs: pods of example files are bound to the node ([`bind_to_node`]).
     Direct,
     /// Nothing is installed: Plexus's image is imported and the controller-manager and the
-    /// scheduler run, so that applying `examples/k3s/plexus-daemonset.yaml` installs Plexus as
+    /// scheduler run, so that applying `examples/k3s/04-plexus-daemonset.yaml` installs Plexus as
     /// on a cluster, and example files are applied unchanged.
     DaemonSet,
 }
@@ -272,7 +272,7 @@ impl KubeNode {
         self.containerd = Some(containerd);
 
         let examples = examples_dir();
-        for file in ["rbac.yaml", "crds.yaml"] {
+        for file in ["01-rbac.yaml", "03-crds.yaml"] {
             self.kubectl(&["apply", "-f", &examples.join(file).display().to_string()])?;
         }
         if self.install == Install::DaemonSet {

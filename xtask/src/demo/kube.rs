@@ -6,7 +6,7 @@
 //! containerd with the image imported, and a kubelet registered as a node, with K3s's paths and
 //! a bridge network standing in for Flannel. The demo applies `examples/k3s/` unchanged with
 //! `kubectl apply`: the RBAC, the token, the CRDs and the DaemonSet, whose init container
-//! installs Plexus (its log is shown); then `example-nads.yaml` and `example-pod.yaml`. It
+//! installs Plexus (its log is shown); then `pods/example-nads.yaml` and `pods/example-pod.yaml`. It
 //! waits until the scheduler has placed and the kubelet runs both pods, and prints `kubectl get pods -o wide`, each pod's network-status
 //! (`kubectl get pod -o jsonpath`), its interfaces (`kubectl exec … ip -o addr`) and a ping
 //! from one pod to the other on `net1`. Then it deletes the pods, shows that plexus-ipam's
@@ -27,7 +27,7 @@ const NODE_PACKAGES: &[(&str, &str)] = &[
     ("runc", "/usr/sbin/runc"),
     ("busybox-static", "/bin/busybox"),
 ];
-/// The example pods, in `example-pod.yaml`.
+/// The example pods, in `pods/example-pod.yaml`.
 const PODS: [&str; 2] = ["plexus-demo-short", "plexus-demo-json"];
 
 /// Runs the demo; fails if a pod does not run, the ping fails or anything is left.
@@ -59,7 +59,7 @@ pub(super) fn run() -> Result {
     if deleted.is_ok() {
         print_leftovers(&node)?;
     }
-    let mut files: Vec<&str> = vec!["example-nads.yaml"];
+    let mut files: Vec<&str> = vec!["pods/example-nads.yaml"];
     files.extend(INSTALL_FILES.iter().rev());
     let deleted = deleted.and_then(|_| {
         node.kubectl_files(
@@ -86,8 +86,8 @@ pub(super) fn run() -> Result {
 /// Applies the install files and shows what the DaemonSet's init container did.
 fn install(node: &KubeNode) -> Result {
     cmd::step(&format!(
-        "kubectl apply -f examples/k3s/{{{}}}",
-        INSTALL_FILES.join(",")
+        "kubectl apply -f examples/k3s/   # {}",
+        INSTALL_FILES.join(", ")
     ));
     let (written, running) = node.install_with_daemonset().map_err(|e| e as cmd::Error)?;
     println!(
@@ -110,10 +110,13 @@ fn install(node: &KubeNode) -> Result {
 
 /// Applies the examples and shows the pods, their network-status and a ping on `net1`.
 fn show_pods(node: &KubeNode) -> Result {
-    cmd::step("kubectl apply -f examples/k3s/example-nads.yaml -f examples/k3s/example-pod.yaml");
+    cmd::step("kubectl apply -f examples/k3s/pods/example-nads.yaml -f examples/k3s/pods/example-pod.yaml");
     let started = Instant::now();
-    node.kubectl_files(&["apply"], &["example-nads.yaml", "example-pod.yaml"])
-        .map_err(|e| e as cmd::Error)?;
+    node.kubectl_files(
+        &["apply"],
+        &["pods/example-nads.yaml", "pods/example-pod.yaml"],
+    )
+    .map_err(|e| e as cmd::Error)?;
     let names = PODS.map(String::from);
     node.wait_running(&names, std::time::Duration::from_secs(120))
         .map_err(|e| e as cmd::Error)?;
