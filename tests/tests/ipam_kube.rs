@@ -920,7 +920,13 @@ fn empty_blocks_are_reclaimed_under_concurrent_adds() {
         let (pod, addr) = allocs.last().unwrap().clone();
         kept.insert(addr, pod);
     }
-    assert!(deleted > 0, "the reclaimer never found an empty block");
+    // Whether the reclaimer wins a race (deletes a block read empty) or loses it (the
+    // block changed before its delete, which is refused) depends on the machine's load;
+    // either way it found an empty block while the nodes were allocating in it.
+    assert!(
+        deleted + changed > 0,
+        "the reclaimer never found an empty block"
+    );
     runtime().block_on(async {
         let store = env.store("checker").await;
         let stored: BTreeMap<IpAddr, String> = held(&store, network)
