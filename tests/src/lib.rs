@@ -36,6 +36,14 @@ pub mod podresources;
 mod process;
 pub mod sriov;
 
+/// A single-threaded Tokio runtime with I/O and timers, for tests that drive async clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+}
+
 /// True if running as root. Otherwise prints "skipped: needs root" and
 /// returns false, unless the `CI` environment variable is set: root tests
 /// must never be skipped silently in CI, so this panics there.

@@ -28,6 +28,7 @@ use plexus_ipam::config::EtcdAuth;
 use plexus_ipam::range::IpRange;
 use plexus_ipam::store::{Allocation, Owner, Pool, Store, StoreError};
 use plexus_tests::etcd::{etcd_or_skip, LocalEtcd};
+use plexus_tests::runtime;
 use serde_json::{json, Value};
 
 /// Every request's deadline in these tests.
@@ -55,13 +56,6 @@ fn unique_prefix(test: &str) -> String {
 }
 
 /// A current-thread runtime with timers and I/O.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime")
-}
-
 fn connect(rt: &tokio::runtime::Runtime, endpoints: &[String], prefix: &str) -> EtcdStore {
     rt.block_on(EtcdStore::connect(endpoints, prefix, TIMEOUT))
         .expect("connect to etcd")

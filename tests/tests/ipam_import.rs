@@ -24,18 +24,12 @@ use plexus_ipam::import::{self, ImportError, ImportOptions};
 use plexus_ipam::store::Store;
 use plexus_tests::cluster::{self, LocalCluster};
 use plexus_tests::ipam::{ip, owner, pool};
+use plexus_tests::runtime;
 
 /// Where Whereabouts keeps its objects.
 const NS: &str = "kube-system";
 /// Where Plexus keeps its blocks (the shipped RBAC's IPAM namespace).
 const IPAM_NS: &str = cluster::IPAM_NAMESPACE;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime")
-}
 
 /// A cluster with Whereabouts's CRDs, an admin kubeconfig file, and a hint directory.
 struct Env {

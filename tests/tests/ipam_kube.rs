@@ -30,19 +30,13 @@ use plexus_ipam::range::IpRange;
 use plexus_ipam::store::{Owner, Pool, Store, StoreError};
 use plexus_tests::cluster::{self, LocalCluster, SA_USER};
 use plexus_tests::ipam::{ip, owner, pool};
+use plexus_tests::runtime;
 use serde::{Deserialize, Serialize};
 
 /// The namespace of the IPAM objects (where the shipped RBAC grants them).
 const NS: &str = cluster::IPAM_NAMESPACE;
 /// The environment variable that turns the `worker` test into an allocator process.
 const WORKER_ENV: &str = "PLEXUS_IPAM_KUBE_WORKER";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime")
-}
 
 /// A cluster and a directory for the nodes' hints.
 struct Env {

@@ -18,17 +18,11 @@ use plexus::k8s::client::{KubeApi, KubeError};
 use plexus_cni::CniError;
 use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use plexus_tests::cluster::{self, LocalCluster, SA_USER};
+use plexus_tests::runtime;
 
 const STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
 const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime")
-}
 
 /// One cluster, the scenarios in order (each names what it shows when it fails).
 #[test]
