@@ -72,6 +72,15 @@ pub struct Connection {
     pub timeout: Duration,
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("server", &self.server)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The configuration of the kubeconfig at `path`, current context. A relative `tokenFile` in it
 /// is relative to the kubeconfig's directory.
 pub async fn kubeconfig(path: &Path) -> Result<Config, ConnectError> {

@@ -29,18 +29,9 @@ const NAD_RESOURCE: &str = "network-attachment-definitions.k8s.cni.cncf.io";
 
 /// A Kubernetes API client for what Plexus reads and writes. Cheap to clone (the connection is
 /// shared); build it once per process.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct KubeApi {
     connection: Connection,
-}
-
-impl std::fmt::Debug for KubeApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeApi")
-            .field("server", &self.connection.server)
-            .field("timeout", &self.connection.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl KubeApi {

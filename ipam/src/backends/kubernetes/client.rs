@@ -51,18 +51,9 @@ impl From<KubeError> for ApiError {
 }
 
 /// A Kubernetes API client; cheap to clone (the connection is shared).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct KubeClient {
     connection: Connection,
-}
-
-impl std::fmt::Debug for KubeClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeClient")
-            .field("server", &self.connection.server)
-            .field("timeout", &self.connection.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl KubeClient {
