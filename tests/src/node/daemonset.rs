@@ -62,8 +62,9 @@ impl KubeNode {
             .collect())
     }
 
-    /// `kubectl apply -f examples/k3s/` (that is [`INSTALL_FILES`]), as users install, and waits until the DaemonSet's init container has written
-    /// the conflist and its pod runs; returns how long each took after `kubectl apply`.
+    /// `kubectl apply -f examples/k3s/` (that is [`INSTALL_FILES`]), as users install, and
+    /// waits until the DaemonSet's init container has written the conflist and its pod runs;
+    /// returns how long each took after `kubectl apply`.
     pub fn install_with_daemonset(&self) -> Result<(Duration, Duration)> {
         let started = Instant::now();
         self.kubectl_files(&["apply"], &[""])?;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{examples_dir, Install, KubeNode, Result, NAMESPACE, NODE_NAME, POLL, READY_TIMEOUT};
+use super::{
+    examples_dir, poll_until, Install, KubeNode, Result, NAMESPACE, NODE_NAME, POLL, READY_TIMEOUT,
+};
 use crate::cluster;
 
 /// A `kubectl` call that takes longer is reported.
@@ -204,23 +206,18 @@ impl KubeNode {
             "--wait=false",
         ])?;
         let containerd = self.containerd.as_ref().expect("containerd runs");
-        let started = Instant::now();
-        loop {
-            let ready: Vec<String> = self
-                .sandboxes()?
-                .into_iter()
-                .filter(|id| containerd.pod_sandbox_status(id).is_ok_and(|s| s.ready))
-                .collect();
-            if ready.is_empty() {
-                return Ok(());
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                return Err(
-                    format!("sandboxes still ready after {READY_TIMEOUT:?}: {ready:?}").into(),
-                );
-            }
-            std::thread::sleep(POLL);
-        }
+        poll_until(
+            READY_TIMEOUT,
+            || {
+                let ready: Vec<String> = self
+                    .sandboxes()?
+                    .into_iter()
+                    .filter(|id| containerd.pod_sandbox_status(id).is_ok_and(|s| s.ready))
+                    .collect();
+                Ok(if ready.is_empty() { Ok(()) } else { Err(ready) })
+            },
+            |ready| format!("sandboxes still ready after {READY_TIMEOUT:?}: {ready:?}"),
+        )
     }
 
     /// The ids of the pod sandboxes containerd still knows (ready or not), sorted.
@@ -238,17 +235,14 @@ impl KubeNode {
     /// Waits until containerd knows no pod sandbox any more (the kubelet removes a stopped
     /// sandbox of a deleted pod within a few seconds).
     pub fn wait_no_sandboxes(&self, timeout: Duration) -> Result {
-        let started = Instant::now();
-        loop {
-            let left = self.sandboxes()?;
-            if left.is_empty() {
-                return Ok(());
-            }
-            if started.elapsed() > timeout {
-                return Err(format!("sandboxes still there after {timeout:?}: {left:?}").into());
-            }
-            std::thread::sleep(POLL);
-        }
+        poll_until(
+            timeout,
+            || {
+                let left = self.sandboxes()?;
+                Ok(if left.is_empty() { Ok(()) } else { Err(left) })
+            },
+            |left| format!("sandboxes still there after {timeout:?}: {left:?}"),
+        )
     }
 }
 

@@ -126,6 +126,23 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often states are polled.
 const POLL: Duration = Duration::from_millis(200);
 
+/// Calls `check` every [`POLL`] until it gives `Ok(done)`; after `timeout`, the last
+/// `Err(state)` it gave becomes the error `timed_out(state)`.
+fn poll_until<T, S>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<std::result::Result<T, S>>,
+    timed_out: impl FnOnce(S) -> String,
+) -> Result<T> {
+    let started = Instant::now();
+    loop {
+        match check()? {
+            Ok(done) => return Ok(done),
+            Err(state) if started.elapsed() > timeout => return Err(timed_out(state).into()),
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
 /// How Plexus gets onto the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Install {
@@ -293,18 +310,19 @@ impl KubeNode {
     /// Waits until the node lifecycle controller has lifted the taints the kubelet registers
     /// the node with (`node.kubernetes.io/not-ready`), so that the scheduler places pods there.
     fn wait_untainted(&self) -> Result {
-        let started = Instant::now();
-        loop {
-            let taints =
-                self.kubectl(&["get", "node", NODE_NAME, "-o", "jsonpath={.spec.taints}"])?;
-            if taints.trim().is_empty() {
-                return Ok(());
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                return Err(format!("node {NODE_NAME} still tainted: {taints}").into());
-            }
-            std::thread::sleep(POLL);
-        }
+        poll_until(
+            READY_TIMEOUT,
+            || {
+                let taints =
+                    self.kubectl(&["get", "node", NODE_NAME, "-o", "jsonpath={.spec.taints}"])?;
+                Ok(if taints.trim().is_empty() {
+                    Ok(())
+                } else {
+                    Err(taints)
+                })
+            },
+            |taints| format!("node {NODE_NAME} still tainted: {taints}"),
+        )
     }
 
     /// The node's temporary root (the K3s directories, the kubelet's, the logs).
