@@ -33,7 +33,7 @@ pub async fn allocate(
 
     // A repeated ADD on this node: the block the attachment was last put in.
     if let Some(hint) = hints.attachments.get(&attachment_key(owner)) {
-        let block = op.objects().get_block(&hint.block).await?;
+        let block = op.read_block(&hint.block).await?;
         if let Some(block) = block.filter(|b| op.layout.owns(&b.network, &b.range, b.cidr)) {
             if block.find(owner).is_some() {
                 if let Some(ip) = address(op.place(block, owner).await?) {
@@ -61,7 +61,7 @@ pub async fn allocate(
             Some(block) if block.name == name => block,
             other => {
                 prefetched = other;
-                match op.objects().get_block(&name).await? {
+                match op.read_block(&name).await? {
                     Some(block) => block,
                     None => Block::absent(&op.layout, hint.cidr),
                 }
