@@ -20,14 +20,24 @@ impl Agent {
     /// Starts `plexusd` (from [`crate::plexus_bin_dir`]) for `node`, listening on `socket`,
     /// its hints under `hint_dir`, its log in `log`; waits until it answers.
     pub fn start(node: &str, socket: &Path, hint_dir: &Path, log: &Path) -> Agent {
-        let bin = crate::plexus_bin_dir().join("plexusd");
+        Agent::start_bin(
+            &crate::plexus_bin_dir().join("plexusd"),
+            node,
+            socket,
+            hint_dir,
+            log,
+        )
+    }
+
+    /// As [`Agent::start`], with the binary `bin` (a release build, for benchmarks).
+    pub fn start_bin(bin: &Path, node: &str, socket: &Path, hint_dir: &Path, log: &Path) -> Agent {
         assert!(
             bin.exists(),
             "{} is missing: run `cargo build --workspace --bins` first",
             bin.display()
         );
         let stderr = std::fs::File::create(log).expect("the agent's log file");
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .arg("--socket")
             .arg(socket)
             .arg("--node")
