@@ -138,6 +138,14 @@
 //! below). An `IPAMBlock` deleted by hand while it holds allocations loses them: their
 //! addresses can then be handed out again while their pods still use them.
 //!
+//! # Group commit
+//!
+//! A store made [`KubeStore::with_group`] (the node agent `plexusd`'s) sends its block writes
+//! through a [`group::GroupCommit`]: the ADDs and DELs that reach one block while a write of it
+//! is in flight are applied together and carried by the next write, one compare-and-swap as
+//! above. Every write is still a create or a replace on the version its changes were based on,
+//! so I1–I4 and the argument above hold unchanged, with plain processes writing alongside.
+//!
 //! # Crashes
 //!
 //! A process killed before its write leaves nothing; one killed after it leaves an allocation

@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 
 use super::block::Block;
 use super::client::ApiError;
+use super::hints::{attachment_key, AttachmentHint, HintFile};
 use super::layout::Layout;
 use super::objects::Objects;
 use super::place::{Placed, Writer};
@@ -49,6 +50,9 @@ pub enum Change {
         owner: Owner,
         /// The pool's layout.
         layout: Box<Layout>,
+        /// The node's hints for the pool, where the attachment's block is recorded before the
+        /// write (one update per hint file and turn).
+        hints: HintFile,
     },
     /// Remove what this container and interface hold in the block.
     Release {
@@ -137,7 +141,10 @@ impl GroupCommit {
     }
 
     /// Applies `change` to `block` (read or absent; its name, CIDR and network identify the
-    /// block) in the next write of it, and answers once that write succeeded.
+    /// block) in the next write of it, and answers once that write succeeded. A caller that
+    /// may be cancelled (a server's request handler) should run this in a task of its own: a
+    /// turn cancelled mid-write answers its batch "abandoned" (code 11), not knowing whether
+    /// the write was applied.
     pub(crate) async fn submit(
         &self,
         writer: &Writer<'_>,
@@ -152,13 +159,19 @@ impl GroupCommit {
             return done;
         }
         let batch = std::mem::take(&mut *lock(&queue.pending));
+        if batch.is_empty() {
+            // Taken by a turn that was cancelled before it answered.
+            return Err(StoreError::Unavailable(
+                "the block write carrying this request was abandoned".into(),
+            ));
+        }
         let mut known = lock(&queue.known).take();
         self.commit(writer, &mut known, block, batch).await;
         *lock(&queue.known) = known;
         drop(turn);
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Unavailable(
-                "the group commit dropped the request".into(),
+                "the block write carrying this request was abandoned".into(),
             ))
         })
     }
@@ -190,8 +203,14 @@ impl GroupCommit {
                 Err(e) => return fail(batch, e),
             },
         };
+        let mut intents_recorded = false;
         loop {
             let (next, outcomes) = apply(&block, &batch, writer.objects.namespace());
+            if !intents_recorded {
+                // Before the write: a retry after a crash right after it finds this block.
+                record_intents(&block.name, &batch, &outcomes);
+                intents_recorded = true;
+            }
             if next == block {
                 if !fresh {
                     match writer.reread(&block).await {
@@ -243,7 +262,7 @@ fn apply(
     let outcomes = batch
         .iter()
         .map(|q| match &q.change {
-            Change::Place { owner, layout } => place(&mut next, owner, layout, namespace),
+            Change::Place { owner, layout, .. } => place(&mut next, owner, layout, namespace),
             Change::Release {
                 container_id,
                 ifname,
@@ -291,6 +310,34 @@ fn place(
         },
     };
     Ok(Outcome::Placed(placed))
+}
+
+/// Records in the hint files that the attachments placed are in the block `name`: one update
+/// of each hint file the batch names.
+fn record_intents(name: &str, batch: &[Queued], outcomes: &[Result<Outcome, StoreError>]) {
+    let mut by_file: HashMap<&std::path::Path, (&HintFile, Vec<&Owner>)> = HashMap::new();
+    for (q, outcome) in batch.iter().zip(outcomes) {
+        if let (Change::Place { owner, hints, .. }, Ok(Outcome::Placed(placed))) =
+            (&q.change, outcome)
+        {
+            if *placed != Placed::Full {
+                let entry = by_file.entry(hints.path()).or_insert((hints, Vec::new()));
+                entry.1.push(owner);
+            }
+        }
+    }
+    for (hints, owners) in by_file.into_values() {
+        hints.update(|h| {
+            for owner in owners {
+                let hint = AttachmentHint {
+                    block: name.to_string(),
+                    container_id: owner.container_id.clone(),
+                    ifname: owner.ifname.clone(),
+                };
+                h.attachments.insert(attachment_key(owner), hint);
+            }
+        });
+    }
 }
 
 /// Whether an outcome changed the block.

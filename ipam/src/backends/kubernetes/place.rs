@@ -93,10 +93,10 @@ impl<'a> Op<'a> {
     /// again and starts over.
     pub async fn place(&mut self, mut block: Block, owner: &Owner) -> Result<Placed, StoreError> {
         if let Some(group) = self.group {
-            self.remember(owner, &block.name);
             let change = Change::Place {
                 owner: owner.clone(),
                 layout: Box::new(self.layout.clone()),
+                hints: self.hints.clone(),
             };
             return match group.submit(&self.writer, &block, change).await? {
                 Outcome::Placed(placed) => Ok(placed),
