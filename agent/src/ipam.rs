@@ -2,6 +2,8 @@
 //! checked as the plugin checks stdin (the configuration validated again, the version known,
 //! the container and interface given), and answered with what the plugin would print.
 
+use std::sync::Arc;
+
 use plexus_agent_api::proto::ipam_server::Ipam;
 use plexus_agent_api::proto::{IpamReply, IpamRequest, PingReply, PingRequest};
 use plexus_cni::{CniError, ErrorCode, SpecVersion};
@@ -18,7 +20,7 @@ use crate::stores::Stores;
 #[derive(Debug)]
 pub struct IpamService {
     node: String,
-    stores: Stores,
+    stores: Arc<Stores>,
 }
 
 impl IpamService {
@@ -26,10 +28,26 @@ impl IpamService {
     pub fn new(node: &str) -> IpamService {
         IpamService {
             node: node.to_string(),
-            stores: Stores::new(),
+            stores: Arc::new(Stores::new()),
         }
     }
 
+    /// The calls, on the same warm stores.
+    fn calls(&self) -> Calls {
+        Calls {
+            stores: self.stores.clone(),
+        }
+    }
+}
+
+/// The calls, run in tasks of their own: a caller that goes away (a killed `plexus-ipam`)
+/// never cancels a block write that carries other callers' requests.
+#[derive(Debug, Clone)]
+struct Calls {
+    stores: Arc<Stores>,
+}
+
+impl Calls {
     /// ADD: the result at the request's version.
     async fn allocate(&self, request: &IpamRequest) -> Result<Value, CniError> {
         let (config, version, owner) = checked(request)?;
@@ -50,7 +68,7 @@ impl IpamService {
     async fn kube_store(
         &self,
         config: &IpamConfig,
-    ) -> Result<std::sync::Arc<plexus_ipam::backends::kubernetes::KubeStore>, CniError> {
+    ) -> Result<Arc<plexus_ipam::backends::kubernetes::KubeStore>, CniError> {
         self.stores.store(config).await?.ok_or_else(|| {
             CniError::new(
                 ErrorCode::InvalidNetworkConfig,
@@ -58,6 +76,14 @@ impl IpamService {
             )
         })
     }
+}
+
+/// A call's task that did not finish, as a CNI error.
+fn panicked(e: tokio::task::JoinError) -> CniError {
+    CniError::new(
+        ErrorCode::TryAgainLater,
+        format!("plexusd: the call failed: {e}"),
+    )
 }
 
 #[tonic::async_trait]
@@ -76,14 +102,20 @@ impl Ipam for IpamService {
     async fn allocate(&self, request: Request<IpamRequest>) -> Result<Response<IpamReply>, Status> {
         let request = request.into_inner();
         debug!(container = %request.container_id, ifname = %request.ifname, "ADD");
-        let outcome = IpamService::allocate(self, &request).await.map(Some);
+        let calls = self.calls();
+        let outcome = tokio::spawn(async move { calls.allocate(&request).await.map(Some) })
+            .await
+            .unwrap_or_else(|e| Err(panicked(e)));
         Ok(Response::new(IpamReply::of(outcome)))
     }
 
     async fn release(&self, request: Request<IpamRequest>) -> Result<Response<IpamReply>, Status> {
         let request = request.into_inner();
         debug!(container = %request.container_id, ifname = %request.ifname, "DEL");
-        let outcome = IpamService::release(self, &request).await.map(|()| None);
+        let calls = self.calls();
+        let outcome = tokio::spawn(async move { calls.release(&request).await.map(|()| None) })
+            .await
+            .unwrap_or_else(|e| Err(panicked(e)));
         Ok(Response::new(IpamReply::of(outcome)))
     }
 }
