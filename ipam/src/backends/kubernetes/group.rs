@@ -100,6 +100,16 @@ struct Queued {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
+/// The slow path of one pool of one node: one request at a time lists the network and claims
+/// a block; the requests that waited meanwhile try the node's blocks again first.
+#[derive(Debug, Default)]
+pub(crate) struct SlowPath {
+    /// Held while a request runs the slow path.
+    pub(crate) turn: tokio::sync::Mutex<()>,
+    /// How many slow paths finished.
+    pub(crate) done: std::sync::atomic::AtomicU64,
+}
+
 /// One block's queue, its write turn, and the block as last read or written.
 #[derive(Default)]
 struct Queue {
@@ -108,10 +118,12 @@ struct Queue {
     known: Mutex<Option<Block>>,
 }
 
-/// The group committer of a process: one queue per block.
+/// The group committer of a process: one queue per block, and one slow-path turn per pool
+/// and node.
 #[derive(Default)]
 pub struct GroupCommit {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
+    slow_paths: Mutex<HashMap<std::path::PathBuf, Arc<SlowPath>>>,
     stats: GroupStats,
 }
 
@@ -132,6 +144,14 @@ impl GroupCommit {
     /// The counters.
     pub fn stats(&self) -> &GroupStats {
         &self.stats
+    }
+
+    /// The slow-path turns of the pool whose hint file is `hints` (one pool of one node).
+    pub(crate) fn slow_path(&self, hints: &std::path::Path) -> Arc<SlowPath> {
+        lock(&self.slow_paths)
+            .entry(hints.to_path_buf())
+            .or_default()
+            .clone()
     }
 
     /// The block as the last write of it left it, if this process wrote it (no round trip; may
