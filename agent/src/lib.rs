@@ -19,7 +19,9 @@
 //! every queued request. The objects and the compare-and-swap are the single writer's, so the
 //! proof of uniqueness in `plexus_ipam::backends::kubernetes` holds, and the agent and plain
 //! `plexus-ipam` processes on one node stay correct together (they only cost each other
-//! re-reads). Leases are renewed lazily, as `plexus-ipam` does.
+//! re-reads). Leases are renewed lazily, as `plexus-ipam` does. When a node's blocks are full,
+//! one request per pool lists the network and claims the next block while the others wait,
+//! then retry the node's blocks together (their writes grouped again).
 //!
 //! # Fallback
 //!
