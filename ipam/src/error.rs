@@ -56,6 +56,15 @@ pub enum StoreError {
     /// drops the `ipamClaim` field): a configuration error.
     #[error("{0}")]
     Misconfigured(String),
+    /// The failure of a block write that carried several requests (group commit), as that
+    /// write reported it.
+    #[error("{msg}")]
+    Shared {
+        /// The failure's CNI code.
+        code: ErrorCode,
+        /// The failure.
+        msg: String,
+    },
     /// A stored record could not be read.
     #[error("corrupt record {key}: {reason}")]
     Corrupt {
@@ -82,6 +91,7 @@ impl StoreError {
                 ErrorCode::InvalidNetworkConfig
             }
             StoreError::Corrupt { .. } => ErrorCode::IpamCorruptRecord,
+            StoreError::Shared { code, .. } => *code,
         }
     }
 }

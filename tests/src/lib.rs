@@ -26,6 +26,7 @@ use nix::sched::{setns, CloneFlags};
 use plexus::links::{self, AddressInfo, LinkError, LinkInfo, RouteInfo};
 use plexus::netns::{self, NetnsError};
 
+pub mod agent;
 pub mod cluster;
 pub mod cri;
 pub mod etcd;

@@ -16,6 +16,8 @@
 //!   the API requests per ADD and DEL ([`audit`] reads them from the API server's audit log);
 //! * [`pods`]: pods per second attached end to end, 200 pods over 4 simulated nodes;
 //! * [`ipam`]: `plexus-ipam`'s stores under concurrency and in a large, full pool;
+//! * [`agent`]: allocations through the node agent `plexusd` (group commit), 8 nodes with 1, 4
+//!   and 16 in flight, next to the raw one-write-per-allocation ceiling;
 //! * [`sizes`]: each shipped binary's size, next to Multus's and Whereabouts's;
 //! * [`cycle`] runs one pod through `plexus` or its delegates directly, [`process`] runs one
 //!   process with its time and memory, [`lab`] is the node and its pods, [`report`] the figures.
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cmd::{self, Result};
 
+mod agent;
 mod audit;
 mod cycle;
 mod ipam;
@@ -73,6 +76,7 @@ const BENCHMARKS: &[Benchmark] = &[
     ("pods", pods::pods),
     ("ipam_concurrency", ipam::concurrency),
     ("ipam_fill", ipam::fill),
+    ("agent_ipam", agent::agent_ipam),
     ("sizes", sizes::sizes),
 ];
 

@@ -138,6 +138,14 @@
 //! below). An `IPAMBlock` deleted by hand while it holds allocations loses them: their
 //! addresses can then be handed out again while their pods still use them.
 //!
+//! # Group commit
+//!
+//! A store made [`KubeStore::with_group`] (the node agent `plexusd`'s) sends its block writes
+//! through a [`group::GroupCommit`]: the ADDs and DELs that reach one block while a write of it
+//! is in flight are applied together and carried by the next write, one compare-and-swap as
+//! above. Every write is still a create or a replace on the version its changes were based on,
+//! so I1–I4 and the argument above hold unchanged, with plain processes writing alongside.
+//!
 //! # Crashes
 //!
 //! A process killed before its write leaves nothing; one killed after it leaves an allocation
@@ -159,6 +167,7 @@ mod allocate;
 mod block;
 pub mod claims;
 pub mod client;
+pub mod group;
 pub mod guard;
 pub mod hints;
 pub mod layout;
@@ -174,10 +183,11 @@ pub mod whereabouts;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use self::client::{KubeClient, DEFAULT_TIMEOUT};
+use self::group::GroupCommit;
 use self::hints::HintFile;
 use self::layout::Layout;
 pub use self::merge::{HeldByOther, Merged};
@@ -256,6 +266,8 @@ pub struct KubeStore {
     options: KubeOptions,
     /// The blocks each `(network, address)` was last listed in, for [`Store::release_exact`].
     located: Mutex<HashMap<(String, IpAddr), Vec<String>>>,
+    /// The group committer ADD and DEL write through, if any ([`group`]).
+    group: Option<Arc<GroupCommit>>,
 }
 
 impl KubeStore {
@@ -270,7 +282,15 @@ impl KubeStore {
             objects: Objects::new(client, namespace),
             options,
             located: Mutex::new(HashMap::new()),
+            group: None,
         }
+    }
+
+    /// This store with its ADD and DEL block writes going through `group` (the node agent's
+    /// group commit), shared with the other stores of the process.
+    pub fn with_group(mut self, group: Arc<GroupCommit>) -> KubeStore {
+        self.group = Some(group);
+        self
     }
 
     /// A store through the kubeconfig at `kubeconfig`, each call bounded by `timeout`.
@@ -357,6 +377,7 @@ impl KubeStore {
             writer: self.writer(),
             layout,
             hints,
+            group: self.group.as_deref(),
         })
     }
 }

@@ -32,6 +32,10 @@
 //! Without `backend`: Kubernetes when a kubeconfig is set, else etcd when etcd endpoints are set
 //! (an old Whereabouts etcd configuration keeps a cluster-wide store), else the local store.
 //!
+//! `agentSocket` (default `/run/plexus/plexusd.sock`) and `agentConnectTimeoutMs` (default 200):
+//! where a Kubernetes ADD finds the node agent `plexusd`, and how long it waits for the socket
+//! before doing the work itself ([`Agent`]).
+//!
 //! `whereabouts_import_check` (default true): the Kubernetes store's guard against a
 //! forgotten import of Whereabouts's allocations.
 //!
@@ -176,7 +180,30 @@ pub struct IpamConfig {
     /// `whereabouts_import_check` (default true): the Kubernetes store refuses to create the
     /// first block of a range while a Whereabouts `IPPool` holds unimported allocations in it.
     pub whereabouts_import_check: bool,
+    /// Where the node agent listens and how long to wait for it (`agentSocket`,
+    /// `agentConnectTimeoutMs`).
+    pub agent: Agent,
+    /// The `ipam` object as merged with the flat file (without `configuration_path`): what the
+    /// node agent is sent, which it validates again.
+    pub merged: Map<String, Value>,
 }
+
+/// The node agent `plexusd` as this configuration reaches it: a Kubernetes ADD asks it first
+/// and does the work itself when the socket is missing, refuses, or does not answer within
+/// `connect_timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    /// `agentSocket` (default [`DEFAULT_AGENT_SOCKET`]).
+    pub socket: PathBuf,
+    /// `agentConnectTimeoutMs` (default [`DEFAULT_AGENT_CONNECT_TIMEOUT_MS`]).
+    pub connect_timeout: std::time::Duration,
+}
+
+/// The node agent's socket unless `agentSocket` says otherwise.
+pub const DEFAULT_AGENT_SOCKET: &str = "/run/plexus/plexusd.sock";
+/// How long to wait for the node agent's socket to connect, unless `agentConnectTimeoutMs`
+/// says otherwise.
+pub const DEFAULT_AGENT_CONNECT_TIMEOUT_MS: u64 = 200;
 
 impl IpamConfig {
     /// Reads the configuration from the plugin's whole stdin configuration, merged with the
@@ -200,6 +227,8 @@ impl IpamConfig {
         let mut ipam = merge::ipam_object(stdin_config)?;
         let ipam_type = validate::ipam_type(&ipam)?;
         let flat_file = merge::flat_file(&mut ipam, flat_files)?;
+        let mut merged = ipam.clone();
+        merged.remove("configuration_path");
         let raw: raw::RawIpam = serde_json::from_value(Value::Object(ipam))
             .map_err(|e| invalid(format!("ipam: {e}")))?;
         validate::validate(
@@ -209,6 +238,7 @@ impl IpamConfig {
                 ipam_type,
                 flat_file,
                 node_name: node_name.to_string(),
+                merged,
             },
         )
     }

@@ -149,6 +149,12 @@ pub struct RawIpam {
     pub node_slice_size: Field<PrefixText>,
     /// `whereabouts_import_check`.
     pub whereabouts_import_check: Field<bool>,
+    /// `agentSocket`.
+    #[serde(rename = "agentSocket")]
+    pub agent_socket: Field<String>,
+    /// `agentConnectTimeoutMs`.
+    #[serde(rename = "agentConnectTimeoutMs")]
+    pub agent_connect_timeout_ms: Field<u64>,
 }
 
 /// One entry of `ipRanges`.
@@ -194,6 +200,15 @@ pub fn text(field: &Field<String>, at: &str) -> Result<Option<String>, CniError>
         Some(Loose::Valid(s)) => Ok(Some(s.clone())),
         Some(Loose::Other(Value::Null)) => Ok(None),
         Some(Loose::Other(_)) => Err(type_error(at, "a string")),
+    }
+}
+
+/// A whole number of 0 or more.
+pub fn count(field: &Field<u64>, at: &str) -> Result<Option<u64>, CniError> {
+    match field {
+        None | Some(Loose::Other(Value::Null)) => Ok(None),
+        Some(Loose::Valid(n)) => Ok(Some(*n)),
+        Some(Loose::Other(_)) => Err(type_error(at, "a whole number")),
     }
 }
 

@@ -11,12 +11,12 @@ use serde_json::{Map, Value};
 
 use super::blocks::block_sizes;
 use super::raw::{
-    flag, given, string_or_list, strings, text, Field, Loose, Object, RawAddress, RawIpam,
+    count, flag, given, string_or_list, strings, text, Field, Loose, Object, RawAddress, RawIpam,
     RawKubernetes,
 };
 use super::{
-    invalid, Backend, EtcdAuth, IpamConfig, DEFAULT_ETCD_PREFIX, DEFAULT_LOCAL_PATH,
-    DEFAULT_NAMESPACE, IPAM_TYPES,
+    invalid, Agent, Backend, EtcdAuth, IpamConfig, DEFAULT_AGENT_CONNECT_TIMEOUT_MS,
+    DEFAULT_AGENT_SOCKET, DEFAULT_ETCD_PREFIX, DEFAULT_LOCAL_PATH, DEFAULT_NAMESPACE, IPAM_TYPES,
 };
 use crate::range::{parse_cidr_sloppy, parse_ip_sloppy, IpRange};
 
@@ -30,6 +30,8 @@ pub struct Given {
     pub flat_file: Option<PathBuf>,
     /// This node's name.
     pub node_name: String,
+    /// The `ipam` object as merged with the flat file.
+    pub merged: Map<String, Value>,
 }
 
 /// The `type`: one of [`IPAM_TYPES`].
@@ -66,6 +68,15 @@ pub fn validate(raw: &RawIpam, given: Given) -> Result<IpamConfig, CniError> {
     let log_file = text(&raw.log_file, "ipam.log_file")?.map(PathBuf::from);
     let log_level = text(&raw.log_level, "ipam.log_level")?;
     let (kubeconfig, backend, etcd_auth) = backend(raw)?;
+    let agent = Agent {
+        socket: text(&raw.agent_socket, "ipam.agentSocket")?
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_SOCKET)),
+        connect_timeout: std::time::Duration::from_millis(
+            count(&raw.agent_connect_timeout_ms, "ipam.agentConnectTimeoutMs")?
+                .unwrap_or(DEFAULT_AGENT_CONNECT_TIMEOUT_MS),
+        ),
+    };
     Ok(IpamConfig {
         name: given.name,
         ipam_type: given.ipam_type,
@@ -86,6 +97,8 @@ pub fn validate(raw: &RawIpam, given: Given) -> Result<IpamConfig, CniError> {
         block_size_v4,
         block_size_v6,
         whereabouts_import_check,
+        agent,
+        merged: given.merged,
     })
 }
 

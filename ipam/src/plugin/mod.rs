@@ -43,6 +43,7 @@
 //! ([`AnyStore::open`]).
 
 pub mod add;
+pub mod agent;
 pub mod check;
 pub mod claimed;
 pub mod del;
@@ -78,6 +79,12 @@ impl Plugin for PlexusIpam {
             owner.claim = format!("{namespace}/{name}");
         }
         let result = block_on(async {
+            if claim.is_none() {
+                match agent::add(&config, &owner, req.version).await {
+                    Ok(answer) => return answer.map(Answer::Written),
+                    Err(why) => agent::fell_back("ADD", &why),
+                }
+            }
             let store = open_store(&config).await?;
             match (&claim, &store) {
                 (Some((namespace, name)), AnyStore::Kubernetes(kube)) => {
@@ -85,13 +92,22 @@ impl Plugin for PlexusIpam {
                 }
                 _ => add(&store, &config, &owner).await,
             }
+            .map(Answer::Result)
         })?;
-        Ok(result.to_value(req.version))
+        Ok(match result {
+            Answer::Written(value) => value,
+            Answer::Result(result) => result.to_value(req.version),
+        })
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let config = load(req)?;
+        let owner = owner(req, &config)?;
         block_on(async {
+            match agent::del(&config, &owner, req.version).await {
+                Ok(answer) => return answer,
+                Err(why) => agent::fell_back("DEL", &why),
+            }
             let store = open_store(&config).await?;
             del(&store, &config, &req.env.container_id, &req.env.ifname).await
         })
@@ -141,6 +157,14 @@ impl Plugin for PlexusIpam {
                 .map(|_| ())
         })
     }
+}
+
+/// An ADD's answer: written by the node agent, or made here.
+enum Answer {
+    /// The result as the agent wrote it.
+    Written(Value),
+    /// The result made here.
+    Result(CniResult),
 }
 
 /// Loads the configuration and starts logging as it says.

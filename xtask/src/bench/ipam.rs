@@ -294,7 +294,7 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// Builds the `store_bench` example in release mode; its path.
-fn build_worker() -> Result<PathBuf> {
+pub(super) fn build_worker() -> Result<PathBuf> {
     let root = cmd::workspace_root();
     cmd::step("Building plexus-ipam's store_bench (release)");
     cmd::run(cmd::cargo().current_dir(&root).args([
@@ -305,11 +305,11 @@ fn build_worker() -> Result<PathBuf> {
         "--example",
         "store_bench",
     ]))?;
-    Ok(target_dir(&root).join("release/examples/store_bench"))
+    Ok(cmd::profile_dir(&target_dir(&root), "release").join("examples/store_bench"))
 }
 
 /// Runs the worker with `spec`; the JSON it printed.
-fn run_worker(worker: &Path, spec: &Value) -> Result<Value> {
+pub(super) fn run_worker(worker: &Path, spec: &Value) -> Result<Value> {
     let out = Command::new(worker)
         .arg(spec.to_string())
         .output()

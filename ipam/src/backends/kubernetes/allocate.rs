@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 
 use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -28,16 +29,50 @@ pub async fn allocate(
     if !owner.claim.is_empty() {
         return slow_path(options, op, owner).await;
     }
+    let Some(group) = op.group else {
+        if let Some(ip) = fast_path(options, op, owner).await? {
+            return Ok(ip);
+        }
+        return slow_path(options, op, owner).await;
+    };
+    // Under a group committer (the node agent), one slow path per pool at a time: requests
+    // that found the node's blocks full while another listed the network and claimed a block
+    // try the node's blocks again (together, so their writes are grouped), instead of each
+    // listing the network.
+    let slow = group.slow_path(op.hints.path());
+    loop {
+        let seen = slow.done.load(Ordering::SeqCst);
+        if let Some(ip) = fast_path(options, op, owner).await? {
+            return Ok(ip);
+        }
+        let turn = slow.turn.lock().await;
+        if slow.done.load(Ordering::SeqCst) != seen {
+            continue;
+        }
+        let result = slow_path(options, op, owner).await;
+        slow.done.fetch_add(1, Ordering::SeqCst);
+        drop(turn);
+        return result;
+    }
+}
+
+/// Steps 1 and 2: the attachment's hinted block, then the node's own blocks lowest first;
+/// `None` when none of them has room.
+async fn fast_path(
+    options: &KubeOptions,
+    op: &mut Op<'_>,
+    owner: &Owner,
+) -> Result<Option<IpAddr>, StoreError> {
     let hints = op.hints.load();
     let mut prefetched: Option<Block> = None;
 
     // A repeated ADD on this node: the block the attachment was last put in.
     if let Some(hint) = hints.attachments.get(&attachment_key(owner)) {
-        let block = op.objects().get_block(&hint.block).await?;
+        let block = op.read_block(&hint.block).await?;
         if let Some(block) = block.filter(|b| op.layout.owns(&b.network, &b.range, b.cidr)) {
             if block.find(owner).is_some() {
                 if let Some(ip) = address(op.place(block, owner).await?) {
-                    return Ok(ip);
+                    return Ok(Some(ip));
                 }
             } else {
                 prefetched = Some(block);
@@ -61,7 +96,7 @@ pub async fn allocate(
             Some(block) if block.name == name => block,
             other => {
                 prefetched = other;
-                match op.objects().get_block(&name).await? {
+                match op.read_block(&name).await? {
                     Some(block) => block,
                     None => Block::absent(&op.layout, hint.cidr),
                 }
@@ -69,7 +104,7 @@ pub async fn allocate(
         };
         match op.place(block, owner).await? {
             Placed::Full => mark_full(op, &name, true),
-            Placed::Held(ip) => return Ok(ip),
+            Placed::Held(ip) => return Ok(Some(ip)),
             Placed::New { ip, last } => {
                 if last {
                     mark_full(op, &name, true);
@@ -77,12 +112,11 @@ pub async fn allocate(
                 if !expired && age >= options.lease_secs() / 3 {
                     renew(options, op, &name, &hint).await?;
                 }
-                return Ok(ip);
+                return Ok(Some(ip));
             }
         }
     }
-
-    slow_path(options, op, owner).await
+    Ok(None)
 }
 
 /// Lists the network's blocks and Leases, then: the attachment's address anywhere in the

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::block::Block;
 use super::client::ApiError;
+use super::group::{Change, GroupCommit, Outcome};
 use super::hints::{attachment_key, AttachmentHint, HintFile};
 use super::layout::Layout;
 use super::objects::Objects;
@@ -75,6 +76,8 @@ pub struct Op<'a> {
     pub layout: Layout,
     /// The node's hints for the pool.
     pub hints: HintFile,
+    /// The group committer the writes go through, if any (the node agent's).
+    pub group: Option<&'a GroupCommit>,
 }
 
 impl<'a> Op<'a> {
@@ -89,6 +92,17 @@ impl<'a> Op<'a> {
     /// (absent block) or a replace on the `resourceVersion` read. A lost write reads the block
     /// again and starts over.
     pub async fn place(&mut self, mut block: Block, owner: &Owner) -> Result<Placed, StoreError> {
+        if let Some(group) = self.group {
+            let change = Change::Place {
+                owner: owner.clone(),
+                layout: Box::new(self.layout.clone()),
+                hints: self.hints.clone(),
+            };
+            return match group.submit(&self.writer, &block, change).await? {
+                Outcome::Placed(placed) => Ok(placed),
+                Outcome::Released(_) => unreachable!("a placement answered as a release"),
+            };
+        }
         let mut intent_written = false;
         loop {
             if block.version.is_some()
@@ -143,6 +157,18 @@ impl<'a> Op<'a> {
                 Err(ApiError::Failed(e)) => return Err(e),
             }
         }
+    }
+
+    /// The block `name`: as this process last wrote it when it goes through a group committer
+    /// (a stale copy only costs the committer a read), else read now.
+    pub async fn read_block(&self, name: &str) -> Result<Option<Block>, StoreError> {
+        if let Some(known) = match self.group {
+            Some(group) => group.known(self.objects(), name),
+            None => None,
+        } {
+            return Ok(Some(known));
+        }
+        self.objects().get_block(name).await
     }
 
     /// Records in the hints that `owner` is (about to be) in the block `name`.

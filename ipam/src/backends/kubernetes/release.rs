@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use super::block::Block;
 use super::client::ApiError;
+use super::group::{Change, Outcome};
 use super::layout::network_label;
 use super::place::{Op, Writer};
 use crate::store::{Allocation, PoolUsage, StoreError};
@@ -27,8 +28,8 @@ pub async fn release(
     let mut released = Vec::new();
     let mut touched = Vec::new();
     for name in hinted {
-        if let Some(block) = op.objects().get_block(&name).await? {
-            let freed = remove(&mut op.writer, block, |b| b.held_by(container_id, ifname)).await?;
+        if let Some(block) = op.read_block(&name).await? {
+            let freed = remove_held(op, block, container_id, ifname).await?;
             if !freed.is_empty() {
                 touched.push(name);
                 released.extend(freed);
@@ -44,7 +45,7 @@ pub async fn release(
                 continue;
             }
             let name = block.name.clone();
-            let freed = remove(&mut op.writer, block, |b| b.held_by(container_id, ifname)).await?;
+            let freed = remove_held(op, block, container_id, ifname).await?;
             if !freed.is_empty() {
                 touched.push(name);
                 released.extend(freed);
@@ -61,6 +62,27 @@ pub async fn release(
         }
     });
     Ok(released)
+}
+
+/// Removes from `block` what the container and interface hold: through the op's group
+/// committer when it has one, else with its own compare-and-swap loop.
+async fn remove_held(
+    op: &mut Op<'_>,
+    block: Block,
+    container_id: &str,
+    ifname: &str,
+) -> Result<Vec<IpAddr>, StoreError> {
+    let Some(group) = op.group else {
+        return remove(&mut op.writer, block, |b| b.held_by(container_id, ifname)).await;
+    };
+    let change = Change::Release {
+        container_id: container_id.to_string(),
+        ifname: ifname.to_string(),
+    };
+    match group.submit(&op.writer, &block, change).await? {
+        Outcome::Released(ips) => Ok(ips),
+        Outcome::Placed(_) => unreachable!("a release answered as a placement"),
+    }
 }
 
 /// Releases `allocation` of `network` only if a block still holds exactly it; `names` are the

@@ -1,0 +1,318 @@
+//! The node agent `plexusd` serving `plexus-ipam` against a real kube-apiserver 1.20, with real
+//! `plexusd` and `plexus-ipam` processes: allocations through the agent, the mixed load of the
+//! agent and plain `plexus-ipam` processes on one node, and the agent killed mid-burst (every
+//! ADD completes or fails cleanly, nothing leaks, later calls fall back).
+//!
+//! Needs the cached kube-apiserver (`cargo xtask apiserver`). Without it the tests are skipped,
+//! except in CI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ListParams};
+use plexus_crds::IpamBlock;
+use plexus_tests::agent::Agent;
+use plexus_tests::cluster::{self, LocalCluster};
+use serde_json::{json, Value};
+
+/// The namespace of the IPAM objects.
+const NS: &str = cluster::IPAM_NAMESPACE;
+
+/// A cluster, a directory for sockets, logs and the nodes' hints.
+struct Env {
+    cluster: LocalCluster,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn start() -> Option<Env> {
+        let apiserver = cluster::apiserver_or_skip()?;
+        Some(Env {
+            cluster: LocalCluster::start_with(&apiserver).expect("a local cluster"),
+            dir: tempfile::tempdir().expect("a directory"),
+        })
+    }
+
+    fn hints(&self) -> PathBuf {
+        self.dir.path().join("hints")
+    }
+
+    /// `plexusd` for `node` on a socket of its own.
+    fn agent(&self, node: &str) -> Agent {
+        let socket = self.dir.path().join(format!("run-{node}/plexusd.sock"));
+        let log = self.dir.path().join(format!("plexusd-{node}.log"));
+        Agent::start(node, &socket, &self.hints(), &log)
+    }
+
+    /// A macvlan configuration of network `network` in `range`, asking the agent at `socket`.
+    fn conf(&self, network: &str, range: &str, socket: &Path) -> Value {
+        json!({
+            "cniVersion": "1.0.0", "name": "net", "type": "macvlan",
+            "ipam": {
+                "type": "plexus-ipam", "range": range, "network_name": network,
+                "kubernetes": {"kubeconfig": self.cluster.sa_kubeconfig(), "namespace": NS},
+                "agentSocket": socket, "agentConnectTimeoutMs": 200,
+            }
+        })
+    }
+
+    /// Starts `plexus-ipam` `verb` for `pod` on `node` (container `ctr-<pod>`, `net1`).
+    fn spawn(&self, node: &str, verb: &str, pod: &str, config: &Value) -> Child {
+        let bin = plexus_tests::plexus_bin_dir().join("plexus-ipam");
+        let mut child = Command::new(&bin)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("NODE_NAME", node)
+            .env("PLEXUS_IPAM_AFFINITY_DIR", self.hints())
+            .env("CNI_COMMAND", verb)
+            .env("CNI_CONTAINERID", format!("ctr-{pod}"))
+            .env("CNI_NETNS", "/run/netns/agent-ipam-test")
+            .env("CNI_IFNAME", "net1")
+            .env(
+                "CNI_ARGS",
+                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_UID=uid-{pod}"),
+            )
+            .env("CNI_PATH", "/nonexistent")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(config.to_string().as_bytes())
+            .expect("feed plexus-ipam");
+        child
+    }
+
+    /// The allocations of `network` in its blocks: address → container ID.
+    fn allocations(&self, network: &str) -> BTreeMap<String, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let blocks = runtime.block_on(async {
+            let api: Api<IpamBlock> = Api::namespaced(self.cluster.admin_client(), NS);
+            api.list(&ListParams::default()).await.expect("list blocks")
+        });
+        let mut all = BTreeMap::new();
+        for block in blocks
+            .items
+            .into_iter()
+            .filter(|b| b.spec.network == network)
+        {
+            for (address, a) in block.spec.allocations {
+                let old = all.insert(address.clone(), a.container_id);
+                assert!(old.is_none(), "{address} is in two blocks");
+            }
+        }
+        all
+    }
+}
+
+/// What a `plexus-ipam` process printed and how it ended.
+#[derive(Debug)]
+struct Outcome {
+    pod: String,
+    code: Option<i32>,
+    json: Value,
+    stdout: String,
+}
+
+impl Outcome {
+    /// The address of a successful ADD, without its prefix length.
+    fn address(&self) -> Option<String> {
+        if self.code != Some(0) {
+            return None;
+        }
+        let address = self.json["ips"][0]["address"].as_str()?;
+        Some(address.split('/').next()?.to_string())
+    }
+
+    /// Panics unless the process succeeded.
+    fn ok(&self) {
+        assert_eq!(self.code, Some(0), "{}: {}", self.pod, self.stdout);
+    }
+}
+
+/// Waits for a process started by [`Env::spawn`].
+fn wait(pod: &str, mut child: Child) -> Outcome {
+    let mut stdout = String::new();
+    let _ = child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout);
+    let status = child.wait().expect("wait for plexus-ipam");
+    Outcome {
+        pod: pod.to_string(),
+        code: status.code(),
+        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stdout,
+    }
+}
+
+/// Runs `verb` for every `(node, pod, config)` at once; the outcomes in order.
+fn burst(env: &Env, verb: &str, calls: &[(&str, String, &Value)]) -> Vec<Outcome> {
+    let children: Vec<(String, Child)> = calls
+        .iter()
+        .map(|(node, pod, config)| (pod.clone(), env.spawn(node, verb, pod, config)))
+        .collect();
+    children
+        .into_iter()
+        .map(|(pod, child)| wait(&pod, child))
+        .collect()
+}
+
+/// The addresses of successful ADDs: pod's container ID → address; panics on a duplicate.
+fn unique(outcomes: &[Outcome]) -> BTreeMap<String, String> {
+    let mut by_address: BTreeMap<String, String> = BTreeMap::new();
+    for o in outcomes {
+        if let Some(address) = o.address() {
+            let container = format!("ctr-{}", o.pod);
+            if let Some(other) = by_address.insert(address.clone(), container.clone()) {
+                assert_eq!(other, container, "{address} handed out twice");
+            }
+        }
+    }
+    by_address
+}
+
+/// Allocations through the agent: unique, recorded in the blocks, carried by the agent's
+/// group commit (its counters), and released cleanly through it.
+#[test]
+fn allocations_through_the_agent() {
+    let Some(env) = Env::start() else { return };
+    let agent = env.agent("node-a");
+    let conf = env.conf("agent", "10.60.0.0/24", agent.socket());
+    let calls: Vec<_> = (0..24)
+        .map(|i| ("node-a", format!("a{i}"), &conf))
+        .collect();
+    let added = burst(&env, "ADD", &calls);
+    added.iter().for_each(Outcome::ok);
+    let addresses = unique(&added);
+    assert_eq!(addresses.len(), 24);
+    assert_eq!(env.allocations("agent"), addresses);
+    let ping = agent.ping();
+    eprintln!(
+        "24 ADDs: {} block writes carried {} changes ({} conflicts)",
+        ping.block_writes, ping.block_changes, ping.block_conflicts
+    );
+    assert!(ping.block_changes >= 24, "not through the agent: {ping:?}");
+    assert!(ping.block_writes <= ping.block_changes, "{ping:?}");
+
+    // A repeated ADD through the agent gives the same address.
+    let again = burst(&env, "ADD", &calls[..1]);
+    assert_eq!(again[0].address(), added[0].address());
+
+    burst(&env, "DEL", &calls).iter().for_each(Outcome::ok);
+    assert_eq!(env.allocations("agent"), BTreeMap::new());
+    assert!(agent.ping().block_changes >= 48, "{:?}", agent.ping());
+
+    // An invalid configuration: code 7, as without the agent (checked before asking it).
+    let mut bad = conf.clone();
+    bad["ipam"]["range"] = json!("10.61.0.0/33");
+    let refused = burst(&env, "ADD", &[("node-a", "bad".into(), &bad)]);
+    assert_ne!(refused[0].code, Some(0));
+    assert_eq!(refused[0].json["code"], 7, "{}", refused[0].stdout);
+}
+
+/// The mixed load: the agent and plain `plexus-ipam` processes allocating on the same node and
+/// network at once, plus another node: every address unique, the blocks holding exactly the
+/// live allocations, before and after a mixed DEL of half of them.
+#[test]
+fn agent_and_plain_plugins_together() {
+    let Some(env) = Env::start() else { return };
+    let agent = env.agent("node-a");
+    let via_agent = env.conf("mixed", "10.62.0.0/23", agent.socket());
+    let plain = env.conf("mixed", "10.62.0.0/23", &env.dir.path().join("none.sock"));
+    let mut live: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..3 {
+        let mut calls = Vec::new();
+        for i in 0..12 {
+            calls.push(("node-a", format!("r{round}-agent{i}"), &via_agent));
+            calls.push(("node-a", format!("r{round}-plain{i}"), &plain));
+        }
+        for i in 0..4 {
+            calls.push(("node-b", format!("r{round}-other{i}"), &plain));
+        }
+        let added = burst(&env, "ADD", &calls);
+        added.iter().for_each(Outcome::ok);
+        for (address, container) in unique(&added) {
+            assert!(
+                live.insert(address.clone(), container).is_none(),
+                "{address} twice"
+            );
+        }
+        assert_eq!(env.allocations("mixed"), live);
+    }
+    assert!(agent.ping().block_changes >= 36, "{:?}", agent.ping());
+
+    // Half released, alternately through the agent and without it.
+    let mut calls = Vec::new();
+    for (n, container) in live.values().enumerate().filter(|(n, _)| n % 2 == 0) {
+        let pod = container.trim_start_matches("ctr-").to_string();
+        let conf = if n % 4 == 0 { &via_agent } else { &plain };
+        calls.push(("node-a", pod, conf));
+    }
+    burst(&env, "DEL", &calls).iter().for_each(Outcome::ok);
+    let gone: BTreeSet<String> = calls.iter().map(|(_, p, _)| format!("ctr-{p}")).collect();
+    live.retain(|_, c| !gone.contains(c));
+    assert_eq!(env.allocations("mixed"), live);
+}
+
+/// The agent killed mid-burst: every ADD succeeds or fails with a CNI error JSON; after the
+/// runtime's DEL of the failed ones, the blocks hold exactly the successful ADDs; later calls
+/// go through the fallback.
+#[test]
+fn agent_killed_mid_burst() {
+    let Some(env) = Env::start() else { return };
+    let mut agent = env.agent("node-a");
+    let conf = env.conf("killed", "10.64.0.0/24", agent.socket());
+    let children: Vec<(String, Child)> = (0..40)
+        .map(|i| {
+            let pod = format!("k{i}");
+            let child = env.spawn("node-a", "ADD", &pod, &conf);
+            (pod, child)
+        })
+        .collect();
+    // Killed once the agent has written a few of them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent.try_ping().is_none_or(|p| p.block_changes < 4) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    agent.kill();
+    let added: Vec<Outcome> = children
+        .into_iter()
+        .map(|(pod, child)| wait(&pod, child))
+        .collect();
+    let mut failed = Vec::new();
+    for o in &added {
+        if o.code != Some(0) {
+            assert!(
+                o.json["code"].as_u64().is_some() && o.json["msg"].is_string(),
+                "{} failed without a CNI error: {}",
+                o.pod,
+                o.stdout
+            );
+            failed.push(("node-a", o.pod.clone(), &conf));
+        }
+    }
+    eprintln!(
+        "agent killed mid-burst: {} of 40 ADDs failed cleanly",
+        failed.len()
+    );
+    // The runtime's DEL after a failed ADD (the agent is gone: the plugin does it itself).
+    burst(&env, "DEL", &failed).iter().for_each(Outcome::ok);
+    assert_eq!(env.allocations("killed"), unique(&added));
+
+    // Later calls go through the fallback (a stale socket file refuses).
+    let later = burst(&env, "ADD", &[("node-a", "later".into(), &conf)]);
+    later[0].ok();
+    assert!(env
+        .allocations("killed")
+        .contains_key(&later[0].address().unwrap()));
+}
