@@ -12,7 +12,10 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::proto::ipam_client::IpamClient;
-use crate::proto::{IpamRequest, PingReply, PingRequest};
+use crate::proto::pods_client::PodsClient;
+use crate::proto::{
+    FailureRequest, IpamRequest, PingReply, PingRequest, PodReply, PodRequest, StatusRequest,
+};
 
 /// How long one call may take once connected, unless set otherwise: a CNI ADD's own budget.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,6 +51,7 @@ pub enum AgentError {
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     ipam: IpamClient<Channel>,
+    pods: PodsClient<Channel>,
 }
 
 impl AgentClient {
@@ -81,7 +85,8 @@ impl AgentClient {
             Ok(Ok(channel)) => channel,
         };
         Ok(AgentClient {
-            ipam: IpamClient::new(channel),
+            ipam: IpamClient::new(channel.clone()),
+            pods: PodsClient::new(channel),
         })
     }
 
@@ -110,6 +115,39 @@ impl AgentClient {
     ) -> Result<Result<(), CniError>, AgentError> {
         let reply = self.ipam.release(request).await.map_err(status)?;
         Ok(reply.into_inner().outcome().map(|_| ()))
+    }
+}
+
+impl AgentClient {
+    /// The pod and the NADs it names (the reply may carry a CNI error the agent answered).
+    pub async fn get_pod(&mut self, request: PodRequest) -> Result<PodReply, AgentError> {
+        let reply = self.pods.get_pod(request).await.map_err(status)?;
+        Ok(reply.into_inner())
+    }
+
+    /// Writes the pod's network-status annotation: done, or the CNI error the agent answered.
+    pub async fn write_status(
+        &mut self,
+        request: StatusRequest,
+    ) -> Result<Result<(), CniError>, AgentError> {
+        let reply = self.pods.write_status(request).await.map_err(status)?;
+        Ok(match reply.into_inner().error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        })
+    }
+
+    /// Reports a failed attachment (the agent writes a Warning Event), waiting at most
+    /// `timeout` for the agent to take it.
+    pub async fn report_failure(
+        &mut self,
+        request: FailureRequest,
+        timeout: Duration,
+    ) -> Result<(), AgentError> {
+        match tokio::time::timeout(timeout, self.pods.report_failure(request)).await {
+            Ok(reply) => reply.map(drop).map_err(status),
+            Err(_) => Err(AgentError::Call(format!("no answer within {timeout:?}"))),
+        }
     }
 }
 

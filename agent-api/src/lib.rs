@@ -6,6 +6,10 @@
 //! file, as JSON; the container, interface, pod and node) and answer what `plexus-ipam` would
 //! print: the CNI result, or the CNI error (code, msg, details).
 //!
+//! `Pods` serves `plexus`: the pod's metadata and the NetworkAttachmentDefinitions it names
+//! (`GetPod`), the network-status annotation written on the agent's warm connection
+//! (`WriteStatus`), and failed attachments reported for a Warning Event (`ReportFailure`).
+//!
 //! The CNI binaries depend on this crate only, never on the agent's: [`client::AgentClient`]
 //! connects within a deadline, and every failure to reach the agent is an [`AgentError`], on
 //! which the caller does the work itself.

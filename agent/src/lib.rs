@@ -43,13 +43,18 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
+pub mod events;
 pub mod ipam;
+pub mod pods;
+pub mod snapshot;
 pub mod socket;
 pub mod stores;
 
 use std::path::{Path, PathBuf};
 
 use plexus_agent_api::proto::ipam_server::IpamServer;
+use plexus_agent_api::proto::pods_server::PodsServer;
 pub use plexus_agent_api::DEFAULT_SOCKET;
 #[cfg(doc)]
 use plexus_ipam::backends::kubernetes::group::GroupCommit;
@@ -84,8 +89,10 @@ pub async fn run(socket: &Path, node: &str) -> Result<(), AgentdError> {
         env!("CARGO_PKG_VERSION"),
         socket.display()
     );
+    let pods = pods::PodsService::start(node, socket).await;
     let served = tonic::transport::Server::builder()
         .add_service(IpamServer::new(ipam::IpamService::new(node)))
+        .add_service(PodsServer::new(pods))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped())
         .await;
     let _ = std::fs::remove_file(socket);

@@ -113,6 +113,23 @@ pub struct PlexusConfig {
     /// The device-info directory: device plugins write `dp/`, Plexus and delegates `cni/`.
     #[serde(rename = "deviceInfoDir", default = "default_device_info_dir")]
     pub device_info_dir: PathBuf,
+    /// Where the node agent `plexusd` listens; a Kubernetes ADD asks it for the pod and its
+    /// networks first (default `/run/plexus/plexusd.sock`).
+    #[serde(rename = "agentSocket", default = "default_agent_socket")]
+    pub agent_socket: PathBuf,
+    /// How long to wait for the agent's socket to connect, in milliseconds (default 200).
+    #[serde(
+        rename = "agentConnectTimeoutMs",
+        default = "default_agent_connect_timeout_ms"
+    )]
+    pub agent_connect_timeout_ms: u64,
+}
+
+fn default_agent_socket() -> PathBuf {
+    plexus_agent_api::DEFAULT_SOCKET.into()
+}
+fn default_agent_connect_timeout_ms() -> u64 {
+    200
 }
 
 fn default_multus_namespace() -> String {

@@ -9,9 +9,10 @@ use thiserror::Error;
 use crate::cache::{Cache, CacheEntry, CacheError, CachedAttachment, CACHE_KIND};
 use crate::devices::device_info;
 use crate::execute::Rollback;
-use crate::k8s::client::KubeApi;
+use crate::k8s::agent::Agent;
 use crate::k8s::pod_networks::PodInfo;
 use crate::k8s::status::{self, NetworkStatus};
+use crate::k8s::LazyApi;
 use crate::parse::Invocation;
 use crate::plan::{Plan, PlannedAttachment};
 
@@ -54,6 +55,36 @@ pub fn begin(inv: &Invocation, plan: &Plan) -> Result<CacheEntry, CacheError> {
     Ok(entry)
 }
 
+/// Where a Kubernetes pod's network-status annotation goes: through the node agent when it
+/// served the pod, else (and when the call to it breaks) with Plexus's own client.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusTarget<'a> {
+    /// Plexus's own client.
+    pub api: &'a LazyApi<'a>,
+    /// The node agent.
+    pub agent: &'a Agent,
+    /// The pod.
+    pub pod: &'a PodInfo,
+}
+
+impl StatusTarget<'_> {
+    /// Writes the annotation of every attachment's result; answers after the write succeeded.
+    async fn write(&self, plan: &Plan, results: &[CniResult]) -> Result<(), CniError> {
+        let statuses = statuses(plan, results);
+        if self.agent.is_up() {
+            let annotation = status::to_annotation(&statuses);
+            if let Ok(answer) = self
+                .agent
+                .write_status(self.pod, annotation, plan, results)
+                .await
+            {
+                return answer;
+            }
+        }
+        status::write(self.api.require().await?, self.pod, &statuses).await
+    }
+}
+
 /// Records a complete ADD: every result in the cache and, for a Kubernetes pod (`status`), the
 /// network-status annotation. One waits on the disk, the other on the API server, so both run
 /// at once.
@@ -62,7 +93,7 @@ pub async fn complete(
     entry: &mut CacheEntry,
     plan: &Plan,
     results: &[CniResult],
-    status: Option<(&KubeApi, &PodInfo)>,
+    status: Option<StatusTarget<'_>>,
 ) -> Result<(), RecordFailure> {
     for ((cached, attachment), result) in entry
         .attachments
@@ -77,7 +108,7 @@ pub async fn complete(
         tokio::task::spawn_blocking(move || cache.store(&complete))
     };
     let written = match status {
-        Some((api, pod)) => status::write(api, pod, &statuses(plan, results)).await,
+        Some(target) => target.write(plan, results).await,
         None => Ok(()),
     };
     let recorded = recording.await.unwrap_or_else(|e| {

@@ -29,8 +29,40 @@ impl Agent {
         )
     }
 
+    /// As [`Agent::start`], reading the cluster of `kubeconfig` (`KUBECONFIG`) for `plexus`:
+    /// its watches of the node's pods and NADs, its Events.
+    pub fn start_kube(
+        bin: &Path,
+        node: &str,
+        socket: &Path,
+        hint_dir: &Path,
+        log: &Path,
+        kubeconfig: &Path,
+    ) -> Agent {
+        Agent::spawn(
+            bin,
+            node,
+            socket,
+            hint_dir,
+            log,
+            &[("KUBECONFIG", kubeconfig.as_os_str())],
+        )
+    }
+
     /// As [`Agent::start`], with the binary `bin` (a release build, for benchmarks).
     pub fn start_bin(bin: &Path, node: &str, socket: &Path, hint_dir: &Path, log: &Path) -> Agent {
+        Agent::spawn(bin, node, socket, hint_dir, log, &[])
+    }
+
+    /// Starts `bin` with `env` added; waits until it answers.
+    fn spawn(
+        bin: &Path,
+        node: &str,
+        socket: &Path,
+        hint_dir: &Path,
+        log: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Agent {
         assert!(
             bin.exists(),
             "{} is missing: run `cargo build --workspace --bins` first",
@@ -44,6 +76,8 @@ impl Agent {
             .arg(node)
             .env("NODE_NAME", node)
             .env("PLEXUS_IPAM_AFFINITY_DIR", hint_dir)
+            .env_remove("KUBECONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

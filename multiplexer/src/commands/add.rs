@@ -5,10 +5,12 @@ use plexus_cni::CniError;
 use serde_json::Value;
 
 use crate::execute::{self, routes, teardown, DelegateEnv};
-use crate::k8s::pod_networks::{self, PodRef};
+use crate::k8s::agent::Agent;
+use crate::k8s::pod_networks::{self, PodInfo, PodRef};
+use crate::k8s::LazyApi;
 use crate::parse::Invocation;
-use crate::plan::Plan;
-use crate::record::{self, RecordFailure};
+use crate::plan::{Delegate, Plan};
+use crate::record::{self, RecordFailure, StatusTarget};
 use crate::{k8s, readiness, resolve};
 
 /// Runs ADD and returns the primary network's result in Plexus's own version.
@@ -16,19 +18,15 @@ pub(super) async fn run(inv: &Invocation) -> Result<Value, CniError> {
     if let Some(file) = &inv.config.readiness_indicator_file {
         readiness::wait_for(file, inv.config.readiness_timeout()?).await?;
     }
-    // The pod, when the call is for a Kubernetes pod and Plexus can ask the API server.
-    let kube = k8s::connect(&inv.config).await?;
-    let pod = match (&kube, PodRef::from_cni_args(&inv.env.args)) {
-        (Some(api), Some(pod)) => {
-            Some(pod_networks::load_pod(api, pod, &inv.config.runtime_config).await?)
-        }
-        _ => None,
-    };
-
-    // Plan.
-    let delegates = match (&kube, &pod) {
-        (Some(api), Some(info)) => pod_networks::pod_delegates(&inv.config, api, info).await?,
-        _ => resolve::static_delegates(&inv.config)?,
+    // The pod, when the call is for a Kubernetes pod and Plexus can ask the API server: from
+    // the node agent first, else read here.
+    let api = LazyApi::new(&inv.config);
+    let agent = Agent::new(&inv.config);
+    let pod_ref = PodRef::from_cni_args(&inv.env.args).filter(|_| k8s::configured(&inv.config));
+    let planned = plan_pod(inv, &api, &agent, pod_ref.clone()).await;
+    let (pod, delegates) = match planned {
+        Ok(planned) => planned,
+        Err(e) => return Err(reported(&agent, pod_ref.as_ref(), e).await),
     };
     let plan = Plan::build(delegates, inv.naming())?;
 
@@ -45,7 +43,10 @@ pub(super) async fn run(inv: &Invocation) -> Result<Value, CniError> {
     );
     let mut results = match attached.await {
         Ok(results) => results,
-        Err(rollback) => return Err(record::rolled_back(&inv.cache, &entry, rollback)),
+        Err(rollback) => {
+            let e = record::rolled_back(&inv.cache, &entry, rollback);
+            return Err(reported(&agent, pod_ref.as_ref(), e).await);
+        }
     };
     if let Some(owner) = &plan.default_route {
         if let Err(e) = routes::apply(&env.netns, &plan.attachments, &mut results, owner) {
@@ -54,7 +55,11 @@ pub(super) async fn run(inv: &Invocation) -> Result<Value, CniError> {
     }
 
     // Record.
-    let status = kube.as_ref().zip(pod.as_ref());
+    let status = pod.as_ref().map(|pod| StatusTarget {
+        api: &api,
+        agent: &agent,
+        pod,
+    });
     match record::complete(&inv.cache, &mut entry, &plan, &results, status).await {
         Ok(()) => {}
         Err(RecordFailure::NetworkStatus(e)) => {
@@ -70,6 +75,37 @@ pub(super) async fn run(inv: &Invocation) -> Result<Value, CniError> {
         .map(|(_, r)| r)
         .unwrap_or_default();
     Ok(primary.to_value(inv.version))
+}
+
+/// The pod (for a Kubernetes pod) and its delegates: the pod and its NADs from the node agent
+/// when it answers, else read here; the configuration's static delegates otherwise.
+async fn plan_pod(
+    inv: &Invocation,
+    api: &LazyApi<'_>,
+    agent: &Agent,
+    pod_ref: Option<PodRef>,
+) -> Result<(Option<PodInfo>, Vec<Delegate>), CniError> {
+    let Some(pod_ref) = pod_ref else {
+        return Ok((None, resolve::static_delegates(&inv.config)?));
+    };
+    let (info, prefetched) = match agent.pod(&inv.config, &pod_ref).await {
+        Ok(answer) => answer?,
+        Err(_) => {
+            let kube = api.require().await?;
+            let info = pod_networks::load_pod(kube, pod_ref, &inv.config.runtime_config).await?;
+            (info, Vec::new())
+        }
+    };
+    let delegates = pod_networks::pod_delegates(&inv.config, api, &info, prefetched).await?;
+    Ok((Some(info), delegates))
+}
+
+/// A failed ADD, reported to the node agent (a Warning Event on the pod) when it served it.
+async fn reported(agent: &Agent, pod: Option<&PodRef>, error: CniError) -> CniError {
+    if let Some(pod) = pod {
+        agent.report_failure(pod, &error).await;
+    }
+    error
 }
 
 /// Rolls back every attachment after a failure that followed them all.

@@ -9,9 +9,10 @@ use plexus_cni::{CniError, ErrorCode};
 use crate::cache::{CacheError, CachedAttachment};
 use crate::execute::teardown;
 use crate::k8s::pod_networks::{self, PodRef};
+use crate::k8s::LazyApi;
 use crate::parse::Invocation;
 use crate::plan::{self, Delegate};
-use crate::{k8s, record, resolve};
+use crate::{record, resolve};
 
 /// Runs DEL. A missing network namespace is tolerated; a repeated DEL succeeds.
 pub(super) async fn run(inv: &Invocation) -> Result<(), CniError> {
@@ -57,13 +58,11 @@ fn existing_netns(inv: &Invocation) -> PathBuf {
 /// twice: at StopPodSandbox and at RemovePodSandbox), so an API server that cannot be asked is
 /// no reason to fail: what the configuration names is torn down, and the DEL succeeds.
 async fn without_cache(inv: &Invocation) -> Result<Vec<CachedAttachment>, CniError> {
-    if let (Some(pod), Ok(Some(api))) = (
-        PodRef::from_cni_args(&inv.env.args),
-        k8s::connect(&inv.config).await,
-    ) {
+    let lazy = LazyApi::new(&inv.config);
+    if let (Some(pod), Ok(Some(api))) = (PodRef::from_cni_args(&inv.env.args), lazy.get().await) {
         let from_api = async {
-            let info = pod_networks::load_pod(&api, pod, &inv.config.runtime_config).await?;
-            pod_networks::pod_delegates(&inv.config, &api, &info).await
+            let info = pod_networks::load_pod(api, pod, &inv.config.runtime_config).await?;
+            pod_networks::pod_delegates(&inv.config, &lazy, &info, Vec::new()).await
         };
         match from_api.await {
             Ok(delegates) => return planned(inv, delegates),

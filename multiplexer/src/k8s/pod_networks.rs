@@ -12,11 +12,14 @@ use serde_json::{Map, Value};
 
 use crate::config::PlexusConfig;
 use crate::devices::{allocation, Device, PodDevices};
+use crate::k8s::agent::Prefetched;
 use crate::k8s::client::KubeApi;
 use crate::k8s::selection::{self, NetworkSelection};
+use crate::k8s::LazyApi;
 use crate::k8s::{capability, nad};
 use crate::plan::{self, Delegate, PrimaryNetwork};
 use crate::resolve;
+use plexus_crds::NetworkAttachmentDefinition;
 
 /// The runtimeConfig key under which containerd hands a plugin the pod's annotations.
 pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
@@ -82,12 +85,7 @@ pub async fn load_pod(
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect();
-        let status_uid = pod.uid.clone().filter(|_| !is_static_pod(&annotations));
-        return Ok(PodInfo {
-            pod,
-            annotations,
-            status_uid,
-        });
+        return Ok(given_pod(pod, annotations));
     }
     let object = api
         .get_pod(&pod.namespace, &pod.name)
@@ -106,7 +104,27 @@ pub async fn load_pod(
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let actual_uid = object.metadata.uid.clone();
+    fetched_pod(pod, annotations, object.metadata.uid.clone())
+}
+
+/// The pod with the annotations the runtime handed over.
+pub fn given_pod(pod: PodRef, annotations: BTreeMap<String, String>) -> PodInfo {
+    let status_uid = pod.uid.clone().filter(|_| !is_static_pod(&annotations));
+    PodInfo {
+        pod,
+        annotations,
+        status_uid,
+    }
+}
+
+/// The pod as the API server (or the node agent) described it: its annotations and UID. A UID
+/// other than the runtime's means the pod was deleted and re-created (code 3), except for a
+/// static pod, whose API object is a mirror with a UID of its own.
+pub fn fetched_pod(
+    pod: PodRef,
+    annotations: BTreeMap<String, String>,
+    actual_uid: Option<String>,
+) -> Result<PodInfo, CniError> {
     if let (Some(want), Some(actual)) = (&pod.uid, &actual_uid) {
         if want != actual && !is_static_pod(&annotations) {
             return Err(CniError::new(
@@ -140,12 +158,13 @@ struct NetworkFor {
     status_name: String,
 }
 
-/// Fetches NetworkAttachmentDefinitions, each distinct one once per call, and hands out the
-/// pod's devices to those that name a resource.
+/// Fetches NetworkAttachmentDefinitions (unless the node agent handed them over), each distinct
+/// one once per call, and hands out the pod's devices to those that name a resource.
 struct NadFetcher<'a> {
-    api: &'a KubeApi,
+    api: &'a LazyApi<'a>,
     config: &'a PlexusConfig,
     seen: HashMap<(String, String), Option<NadNetwork>>,
+    prefetched: HashMap<(String, String), Option<NetworkAttachmentDefinition>>,
     devices: PodDevices,
 }
 
@@ -156,12 +175,29 @@ impl NadFetcher<'_> {
         if let Some(found) = self.seen.get(&key) {
             return Ok(found.clone());
         }
-        let object = self
-            .api
-            .get_nad(namespace, name)
-            .await
-            .map_err(CniError::from)?;
-        let found = match object {
+        let object = match self.prefetched.remove(&key) {
+            Some(object) => object,
+            None => self
+                .api
+                .require()
+                .await?
+                .get_nad(namespace, name)
+                .await
+                .map_err(CniError::from)?,
+        };
+        let found = self.network(namespace, name, object)?;
+        self.seen.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// What the NAD `namespace/name` gives (`None`: it does not exist).
+    fn network(
+        &self,
+        namespace: &str,
+        name: &str,
+        object: Option<NetworkAttachmentDefinition>,
+    ) -> Result<Option<NadNetwork>, CniError> {
+        Ok(match object {
             Some(nad) => Some(NadNetwork {
                 config: nad::delegate_config(
                     namespace,
@@ -173,9 +209,7 @@ impl NadFetcher<'_> {
                 resource_name: nad::resource_name(&nad),
             }),
             None => None,
-        };
-        self.seen.insert(key, found.clone());
-        Ok(found)
+        })
     }
 
     /// One attachment of NAD `namespace/name`, `None` when it does not exist. A NAD that names
@@ -328,19 +362,23 @@ fn check_isolation(
     ))
 }
 
-/// Every network of the pod, in attachment order, the primary first.
+/// Every network of the pod, in attachment order, the primary first. The NADs in `prefetched`
+/// (the node agent's answer) are not read again; others are read with `api`.
 pub async fn pod_delegates(
     config: &PlexusConfig,
-    api: &KubeApi,
+    api: &LazyApi<'_>,
     info: &PodInfo,
+    prefetched: Prefetched,
 ) -> Result<Vec<Delegate>, CniError> {
     let pod = &info.pod;
     let mut nads = NadFetcher {
         api,
         config,
         seen: HashMap::new(),
+        prefetched: prefetched.into_iter().collect(),
         devices: PodDevices::new(config, &pod.namespace, &pod.name, pod.uid.as_deref()),
     };
+
     let kubelet_args = &config.runtime_config;
     let mut delegates: Vec<Delegate> = Vec::new();
 
