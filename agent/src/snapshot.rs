@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::cache::{read, Cache, Key, PodMeta};
 
 /// How often the snapshot is written at most.
-pub const EVERY: Duration = Duration::from_secs(30);
+pub const EVERY: Duration = Duration::from_secs(5);
 
 /// The snapshot's file name, in the socket's directory.
 pub const FILE_NAME: &str = "plexusd-cache.json";

@@ -136,13 +136,15 @@ impl Agent {
             let object = match nad.found {
                 true => match serde_json::from_str(&nad.json) {
                     Ok(object) => Some(object),
-                    Err(e) => return Ok(Err(CniError::new(
-                        ErrorCode::DecodingFailure,
-                        format!(
+                    Err(e) => {
+                        return Ok(Err(CniError::new(
+                            ErrorCode::DecodingFailure,
+                            format!(
                             "plexusd answered NetworkAttachmentDefinition {}/{} unreadably: {e}",
                             nad.namespace, nad.name
                         ),
-                    ))),
+                        )))
+                    }
                 },
                 false => None,
             };
