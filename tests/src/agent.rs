@@ -101,6 +101,11 @@ impl Agent {
         agent
     }
 
+    /// The agent's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The socket.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -18,6 +18,9 @@
 //! * [`ipam`]: `plexus-ipam`'s stores under concurrency and in a large, full pool;
 //! * [`agent`]: allocations through the node agent `plexusd` (group commit), 8 nodes with 1, 4
 //!   and 16 in flight, next to the raw one-write-per-allocation ceiling;
+//! * [`agent_kube`]: a Kubernetes ADD through `plexusd` and without it, next to its floor (a
+//!   warm PATCH plus a process start), and `plexusd`'s memory with 1,000 pods and 200 NADs
+//!   cached, before and after 10,000 cycles;
 //! * [`sizes`]: each shipped binary's size, next to Multus's and Whereabouts's;
 //! * [`cycle`] runs one pod through `plexus` or its delegates directly, [`process`] runs one
 //!   process with its time and memory, [`lab`] is the node and its pods, [`report`] the figures.
@@ -37,6 +40,7 @@ use std::path::{Path, PathBuf};
 use crate::cmd::{self, Result};
 
 mod agent;
+mod agent_kube;
 mod audit;
 mod cycle;
 mod ipam;
@@ -77,6 +81,8 @@ const BENCHMARKS: &[Benchmark] = &[
     ("ipam_concurrency", ipam::concurrency),
     ("ipam_fill", ipam::fill),
     ("agent_ipam", agent::agent_ipam),
+    ("agent_kube", agent_kube::agent_kube),
+    ("agent_memory", agent_kube::agent_memory),
     ("sizes", sizes::sizes),
 ];
 

@@ -198,7 +198,7 @@ async fn drive(
 }
 
 /// Builds `plexusd` in release mode; its path.
-fn build_plexusd() -> Result<std::path::PathBuf> {
+pub(super) fn build_plexusd() -> Result<std::path::PathBuf> {
     let root = cmd::workspace_root();
     cmd::step("Building plexusd (release)");
     cmd::run(cmd::cargo().current_dir(&root).args([

@@ -26,6 +26,31 @@ pub(super) fn settled_sa_requests_by_agent(cluster: &LocalCluster) -> Vec<(i64, 
     settled(|| sa_requests(cluster, true))
 }
 
+/// The requests of `plexus` (Plexus's service account) and of `plexusd` (its user agent,
+/// whatever its user) but watches, once the audit log has stopped growing, as
+/// [`settled_sa_requests_by_agent`] gives them.
+pub(super) fn settled_plexus_and_agent_requests(cluster: &LocalCluster) -> Vec<(i64, String)> {
+    settled(|| {
+        cluster
+            .audit_events()
+            .iter()
+            .filter(|e| {
+                e["user"]["username"] == SA_USER
+                    || e["userAgent"]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("plexusd/"))
+            })
+            .filter(|e| e["verb"] != "watch")
+            .filter_map(|e| {
+                let received = parse_micro_time(e["requestReceivedTimestamp"].as_str()?)?;
+                let agent = e["userAgent"].as_str().unwrap_or("?");
+                let program = agent.split('/').next().unwrap_or(agent);
+                Some((received, format!("{program} {}", request_kind(e))))
+            })
+            .collect()
+    })
+}
+
 /// `read()` once the audit log has stopped growing.
 fn settled(read: impl Fn() -> Vec<(i64, String)>) -> Vec<(i64, String)> {
     // The API server writes an event just after it answers, so the last ones may still come.

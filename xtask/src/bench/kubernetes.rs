@@ -30,7 +30,7 @@ const KUBE_NETWORKS: &str = "storage,backup";
 
 /// Where `plexus` gets the pod's annotations from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Annotations {
+pub(super) enum Annotations {
     /// A GET of the pod from the API server.
     FromApi,
     /// `runtimeConfig["io.kubernetes.cri.pod-annotations"]`, as containerd hands them over.
@@ -58,9 +58,9 @@ impl Annotations {
 }
 
 /// A Kubernetes pod of the benchmark: its name and UID.
-struct KubePod {
-    name: String,
-    uid: String,
+pub(super) struct KubePod {
+    pub(super) name: String,
+    pub(super) uid: String,
 }
 
 /// The timed runs through `plexus` in one [`Annotations`] mode.
@@ -104,7 +104,7 @@ pub(super) fn kubernetes(binaries: &Binaries, settings: &Settings) -> Result<Sec
     let apiserver = crate::apiserver::ensure()?;
     let lab = &Lab::on_host(binaries)?;
     let cluster = &LocalCluster::start_with(&apiserver).map_err(|e| e as cmd::Error)?;
-    let pods = kube_set_up(lab, cluster, settings.warmup + settings.runs)?;
+    let pods = kube_set_up(lab, cluster, settings.warmup + settings.runs, None)?;
     let configs = Annotations::ALL.map(|mode| kube_config(lab, cluster, mode));
     let networks = lab.networks()?;
 
@@ -237,8 +237,13 @@ fn request_figures(plexus: &[KubeRuns; 2], requests: &[(i64, String)]) -> Vec<Fi
 }
 
 /// Writes the primary's file (`clusterNetwork`) and creates the two NetworkAttachmentDefinitions
-/// and `count` pods annotated with both; returns the pods.
-fn kube_set_up(lab: &Lab, cluster: &LocalCluster, count: u32) -> Result<Vec<KubePod>> {
+/// and `count` pods annotated with both (on `node`, when given); returns the pods.
+pub(super) fn kube_set_up(
+    lab: &Lab,
+    cluster: &LocalCluster,
+    count: u32,
+    node: Option<&str>,
+) -> Result<Vec<KubePod>> {
     let delegates = lab.delegates();
     let conf_dir = lab.dir.path().join("net.d");
     fs::create_dir_all(&conf_dir)?;
@@ -265,7 +270,10 @@ fn kube_set_up(lab: &Lab, cluster: &LocalCluster, count: u32) -> Result<Vec<Kube
         let mut created = Vec::new();
         for n in 0..count {
             let name = format!("bench-{n}");
-            let pod = annotated_pod(&name, KUBE_NETWORKS);
+            let mut pod = annotated_pod(&name, KUBE_NETWORKS);
+            if let Some(spec) = pod.spec.as_mut() {
+                spec.node_name = node.map(str::to_string);
+            }
             let pod = pods
                 .create(&create, &pod)
                 .await
@@ -280,7 +288,7 @@ fn kube_set_up(lab: &Lab, cluster: &LocalCluster, count: u32) -> Result<Vec<Kube
 /// Plexus's configuration for the Kubernetes pods: the service account's kubeconfig, the
 /// primary's file as `clusterNetwork`; with [`Annotations::FromRuntime`], the pod's annotations
 /// in runtimeConfig, as containerd passes them to a plugin that declares the capability.
-fn kube_config(lab: &Lab, cluster: &LocalCluster, mode: Annotations) -> Value {
+pub(super) fn kube_config(lab: &Lab, cluster: &LocalCluster, mode: Annotations) -> Value {
     let conf_dir = lab.dir.path().join("net.d");
     let mut config = json!({
         "cniVersion": CNI_VERSION, "name": "plexus", "type": "plexus",
@@ -300,7 +308,7 @@ fn kube_config(lab: &Lab, cluster: &LocalCluster, mode: Annotations) -> Value {
 
 /// ADD then DEL of a fresh sandbox of `pod` through `plexus`; returns their wall times and
 /// their wall-clock windows.
-fn kube_cycle(
+pub(super) fn kube_cycle(
     lab: &Lab,
     pod: &KubePod,
     config: &Value,
