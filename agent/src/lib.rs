@@ -31,15 +31,21 @@
 //! breaks off, it does the work itself, exactly as without an agent, and logs that it fell
 //! back. An answer of the agent, result or CNI error, is final. DEL never needs the agent.
 //!
+//! # Serving `plexus`
+//!
+//! With a cluster to read (`KUBECONFIG`, else the in-cluster service account), the agent
+//! watches the pods of its node and every NetworkAttachmentDefinition ([`cache`]), seeded at
+//! start from the [`snapshot`] beside the socket, and serves `plexus` the pod and the NADs it
+//! names ([`pods`]; a pod missing or of another UID, and a NAD missing, read live), writes the
+//! network-status annotation for it (the PATCH answered once done), and queues the pod's
+//! [`events`]. `plexus` falls back to doing it all itself just as `plexus-ipam` does.
+//!
 //! # Phase 2
 //!
-//! Still to come (issue 13): serving `plexus` (the pod's plan: annotations, NADs and device IDs
-//! from reflectors of the NADs and of the node's pods, a pod missing or of another UID read
-//! live; the network-status PATCH handed to the agent), Events (`AddedInterface`, Warnings,
-//! rate-limited, after the reply), Prometheus metrics (calls, API requests, batch sizes, pool
-//! usage, cache age, fallbacks), housekeeping (the IPAM GC of the node on a schedule, cache
-//! pruning), a snapshot so that a restart starts warm, and the DaemonSet container in
-//! `examples/k3s` with the socket key written by `plexusctl install`.
+//! Still to come (issue 13): Prometheus metrics (calls, API requests, batch sizes, pool usage,
+//! cache age, fallbacks), housekeeping (the IPAM GC of the node on a schedule, cache pruning),
+//! and the DaemonSet container in `examples/k3s` with the socket key written by `plexusctl
+//! install`. The devices of a NAD's `resourceName` are still looked up by `plexus` itself.
 
 #![warn(missing_docs)]
 

@@ -43,7 +43,7 @@ enum State {
     /// Not asked yet.
     Unasked,
     /// Connected.
-    Up(AgentClient),
+    Up(Box<AgentClient>),
     /// Unreachable, or a call broke: this process does the work itself.
     Down,
 }
@@ -58,21 +58,17 @@ impl Agent {
         }
     }
 
-    /// The connection, made at the first call; `None` when the agent is down.
+    /// The connection, made at the first call; an error when the agent is down.
     async fn client(&self) -> Result<AgentClient, AgentError> {
-        let unasked = {
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            match &*state {
-                State::Up(client) => return Ok(client.clone()),
-                State::Down => return Err(AgentError::Call("fell back earlier".into())),
-                State::Unasked => true,
-            }
-        };
-        debug_assert!(unasked);
+        match &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            State::Up(client) => return Ok((**client).clone()),
+            State::Down => return Err(AgentError::Call("fell back earlier".into())),
+            State::Unasked => {}
+        }
         let connected = AgentClient::connect(&self.socket, self.connect_timeout).await;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *state = match &connected {
-            Ok(client) => State::Up(client.clone()),
+            Ok(client) => State::Up(Box::new(client.clone())),
             Err(_) => State::Down,
         };
         connected
