@@ -381,7 +381,7 @@ fn another_uid_is_read_live(node: &Node) {
 }
 
 /// A failed ADD (a NAD that does not exist): the same CNI error as without the agent, and a
-/// Warning Event on the pod.
+/// Warning Event on the pod; a failed delegate's Warning names its attachment.
 fn failed_attachment_warning(node: &Node) {
     let uid = node.pod("ap", "broken", &[(NETWORKS, "storage, nowhere")]);
     let pod = TestPod::new("pxab");
@@ -399,6 +399,28 @@ fn failed_attachment_warning(node: &Node) {
     let message = warnings[0].message.clone().unwrap_or_default();
     assert!(message.contains("ap/nowhere"), "{message}");
     node.cni("DEL", &node.without_agent(), &pod, ("ap", "broken", &uid))
+        .ok();
+    node.lab.assert_clean(Some(&pod));
+
+    // A delegate that fails (its macvlan master does not exist): the Warning names the
+    // attachment, and the ADD is rolled back.
+    let mut bad = node.lab.macvlan("1.0.0", "bad", 23);
+    bad["plugins"][0]["master"] = json!("pxnomaster0");
+    node.env.nad("ap", "bad", &bad);
+    let uid = node.pod("ap", "failing", &[(NETWORKS, "bad")]);
+    let pod = TestPod::new("pxaf");
+    let outcome = node.cni("ADD", &node.with_agent(), &pod, ("ap", "failing", &uid));
+    assert_ne!(outcome.error_code(), 0, "{outcome:?}");
+    let warnings = node.events("ap", "failing", "AttachmentFailed", 1);
+    let message = warnings
+        .first()
+        .and_then(|w| w.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("Add net1 from ap/bad failed: "),
+        "{message:?}"
+    );
+    node.cni("DEL", &node.with_agent(), &pod, ("ap", "failing", &uid))
         .ok();
     node.lab.assert_clean(Some(&pod));
 }

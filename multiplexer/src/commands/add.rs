@@ -26,7 +26,7 @@ pub(super) async fn run(inv: &Invocation) -> Result<Value, CniError> {
     let planned = plan_pod(inv, &api, &agent, pod_ref.clone()).await;
     let (pod, delegates) = match planned {
         Ok(planned) => planned,
-        Err(e) => return Err(reported(&agent, pod_ref.as_ref(), e).await),
+        Err(e) => return Err(reported(&agent, pod_ref.as_ref(), None, e).await),
     };
     let plan = Plan::build(delegates, inv.naming())?;
 
@@ -44,8 +44,13 @@ pub(super) async fn run(inv: &Invocation) -> Result<Value, CniError> {
     let mut results = match attached.await {
         Ok(results) => results,
         Err(rollback) => {
+            let failed = rollback
+                .attempted
+                .checked_sub(1)
+                .and_then(|i| plan.attachments.get(i))
+                .map(|a| (a.ifname.as_str(), a.status_name.as_str()));
             let e = record::rolled_back(&inv.cache, &entry, rollback);
-            return Err(reported(&agent, pod_ref.as_ref(), e).await);
+            return Err(reported(&agent, pod_ref.as_ref(), failed, e).await);
         }
     };
     if let Some(owner) = &plan.default_route {
@@ -100,10 +105,16 @@ async fn plan_pod(
     Ok((Some(info), delegates))
 }
 
-/// A failed ADD, reported to the node agent (a Warning Event on the pod) when it served it.
-async fn reported(agent: &Agent, pod: Option<&PodRef>, error: CniError) -> CniError {
+/// A failed ADD, reported to the node agent (a Warning Event on the pod) when it served it,
+/// naming the attachment that failed (interface, network) when one did.
+async fn reported(
+    agent: &Agent,
+    pod: Option<&PodRef>,
+    failed: Option<(&str, &str)>,
+    error: CniError,
+) -> CniError {
     if let Some(pod) = pod {
-        agent.report_failure(pod, &error).await;
+        agent.report_failure(pod, failed, &error).await;
     }
     error
 }

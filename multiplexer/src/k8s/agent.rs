@@ -193,9 +193,15 @@ impl Agent {
         }
     }
 
-    /// Reports a failed ADD of `pod` to the agent (a Warning Event), if the agent is up;
-    /// waits at most [`REPORT_TIMEOUT`].
-    pub async fn report_failure(&self, pod: &PodRef, error: &CniError) {
+    /// Reports a failed ADD of `pod` to the agent (a Warning Event naming the attachment that
+    /// failed, interface and network, when one did), if the agent is up; waits at most
+    /// [`REPORT_TIMEOUT`].
+    pub async fn report_failure(
+        &self,
+        pod: &PodRef,
+        failed: Option<(&str, &str)>,
+        error: &CniError,
+    ) {
         if !self.is_up() {
             return;
         }
@@ -206,8 +212,8 @@ impl Agent {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             uid: pod.uid.clone().unwrap_or_default(),
-            ifname: String::new(),
-            network: String::new(),
+            ifname: failed.map(|f| f.0.to_string()).unwrap_or_default(),
+            network: failed.map(|f| f.1.to_string()).unwrap_or_default(),
             message: error.msg.clone(),
         };
         if let Err(e) = client.report_failure(request, REPORT_TIMEOUT).await {
