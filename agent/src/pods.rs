@@ -294,16 +294,22 @@ mod tests {
         let request = PodRequest {
             namespace: "ns".into(),
             multus_namespace: "kube-system".into(),
-            extra_nads: vec![NadRef {
-                namespace: "kube-system".into(),
-                name: "pods".into(),
-            }],
+            extra_nads: vec![
+                NadRef {
+                    namespace: "kube-system".into(),
+                    name: "pods".into(),
+                },
+                NadRef {
+                    namespace: "..".into(),
+                    name: "x".into(),
+                },
+            ],
             ..Default::default()
         };
         let mut reply = PodReply::default();
         reply
             .annotations
-            .insert(NETWORKS_ANNOTATION.into(), "a, other/b@x, a, ../c".into());
+            .insert(NETWORKS_ANNOTATION.into(), "a, other/b@x, a".into());
         reply
             .annotations
             .insert(DEFAULT_NETWORK_ANNOTATION.into(), "prim".into());

@@ -267,3 +267,58 @@ pub fn fell_back(verb: &str, why: &AgentError) {
         _ => info!("{verb} without the node agent (fell back): {why}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(value: Value) -> PlexusConfig {
+        let Value::Object(map) = value else {
+            unreachable!()
+        };
+        PlexusConfig::from_map(&map).unwrap()
+    }
+
+    #[test]
+    fn the_request_names_the_nads_looked_up_by_name_and_the_given_annotations() {
+        let pod = PodRef {
+            namespace: "ns".into(),
+            name: "web".into(),
+            uid: Some("u1".into()),
+        };
+        let plain = config(json!({
+            "name": "plexus", "type": "plexus", "clusterNetwork": "pods",
+            "defaultNetworks": ["extra", "/etc/cni/net.d/x.conf"], "multusNamespace": "mx",
+            "agentSocket": "/tmp/a.sock", "agentConnectTimeoutMs": 50
+        }));
+        assert_eq!(plain.agent_socket, std::path::Path::new("/tmp/a.sock"));
+        assert_eq!(plain.agent_connect_timeout_ms, 50);
+        let request = pod_request(&plain, &pod);
+        let extra: Vec<String> = request
+            .extra_nads
+            .iter()
+            .map(|r| format!("{}/{}", r.namespace, r.name))
+            .collect();
+        assert_eq!(extra, ["mx/pods", "mx/extra"]);
+        assert_eq!(
+            (request.uid.as_str(), request.multus_namespace.as_str()),
+            ("u1", "mx")
+        );
+        assert!(!request.annotations_given);
+
+        let given = config(json!({
+            "name": "plexus", "type": "plexus", "clusterNetwork": "/etc/cni/net.d/pods.conf",
+            "runtimeConfig": {POD_ANNOTATIONS_CAPABILITY: {"a": "b", "n": 1}}
+        }));
+        assert_eq!(
+            given.agent_socket,
+            std::path::Path::new(plexus_agent_api::DEFAULT_SOCKET)
+        );
+        let request = pod_request(&given, &pod);
+        assert!(request.extra_nads.is_empty());
+        assert!(request.annotations_given);
+        assert_eq!(request.annotations.len(), 1);
+        assert_eq!(request.annotations["a"], "b");
+    }
+}
