@@ -106,7 +106,17 @@ pub async fn load_pod(
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let actual_uid = object.metadata.uid.clone();
+    pod_info(pod, annotations, object.metadata.uid.clone())
+}
+
+/// What is known of pod `pod` from its API object's `annotations` and `uid`: refused (code 3)
+/// when the object is another pod of the same name (another UID), unless it is a static pod's
+/// mirror.
+pub fn pod_info(
+    pod: PodRef,
+    annotations: BTreeMap<String, String>,
+    actual_uid: Option<String>,
+) -> Result<PodInfo, CniError> {
     if let (Some(want), Some(actual)) = (&pod.uid, &actual_uid) {
         if want != actual && !is_static_pod(&annotations) {
             return Err(CniError::new(
@@ -149,7 +159,17 @@ struct NadFetcher<'a> {
     devices: PodDevices,
 }
 
-impl NadFetcher<'_> {
+impl<'a> NadFetcher<'a> {
+    /// A fetcher for pod `pod`'s networks.
+    fn new(api: &'a KubeApi, config: &'a PlexusConfig, pod: &PodRef) -> Self {
+        NadFetcher {
+            api,
+            config,
+            seen: HashMap::new(),
+            devices: PodDevices::new(config, &pod.namespace, &pod.name, pod.uid.as_deref()),
+        }
+    }
+
     /// NAD `namespace/name`; `None` when it does not exist.
     async fn nad(&mut self, namespace: &str, name: &str) -> Result<Option<NadNetwork>, CniError> {
         let key = (namespace.to_string(), name.to_string());
@@ -334,13 +354,7 @@ pub async fn pod_delegates(
     api: &KubeApi,
     info: &PodInfo,
 ) -> Result<Vec<Delegate>, CniError> {
-    let pod = &info.pod;
-    let mut nads = NadFetcher {
-        api,
-        config,
-        seen: HashMap::new(),
-        devices: PodDevices::new(config, &pod.namespace, &pod.name, pod.uid.as_deref()),
-    };
+    let mut nads = NadFetcher::new(api, config, &info.pod);
     let kubelet_args = &config.runtime_config;
     let mut delegates: Vec<Delegate> = Vec::new();
 
@@ -397,11 +411,36 @@ pub async fn pod_delegates(
     if let Some(text) = info.annotations.get(selection::NETWORKS_ANNOTATION) {
         let selections =
             selection::parse_networks(text, &info.pod.namespace).map_err(CniError::from)?;
-        for sel in selections {
-            check_isolation(config, &info.pod, &sel)?;
-            let network = nads.required(&sel).await?;
-            delegates.push(selected_delegate(network, sel, config, false, &Map::new())?);
-        }
+        delegates.extend(annotation_delegates(&mut nads, config, &info.pod, selections).await?);
+    }
+    Ok(delegates)
+}
+
+/// The delegates of elements `selections` of pod `info`'s networks annotation, made as ADD
+/// makes them (namespace isolation, the NAD, `cni-args`, capability checks, devices): what
+/// hot-plug attaches to a running pod.
+pub async fn selected_delegates(
+    config: &PlexusConfig,
+    api: &KubeApi,
+    info: &PodInfo,
+    selections: Vec<NetworkSelection>,
+) -> Result<Vec<Delegate>, CniError> {
+    let mut nads = NadFetcher::new(api, config, &info.pod);
+    annotation_delegates(&mut nads, config, &info.pod, selections).await
+}
+
+/// The delegates of networks annotation elements, in order.
+async fn annotation_delegates(
+    nads: &mut NadFetcher<'_>,
+    config: &PlexusConfig,
+    pod: &PodRef,
+    selections: Vec<NetworkSelection>,
+) -> Result<Vec<Delegate>, CniError> {
+    let mut delegates = Vec::with_capacity(selections.len());
+    for sel in selections {
+        check_isolation(config, pod, &sel)?;
+        let network = nads.required(&sel).await?;
+        delegates.push(selected_delegate(network, sel, config, false, &Map::new())?);
     }
     Ok(delegates)
 }
