@@ -43,6 +43,7 @@
 
 #![warn(missing_docs)]
 
+pub mod hotplug;
 pub mod ipam;
 pub mod socket;
 pub mod stores;

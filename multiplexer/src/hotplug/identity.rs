@@ -59,7 +59,12 @@ pub fn changes(
         .iter()
         .enumerate()
         .filter(|(_, s)| s.interface.is_some())
-        .chain(wanted.iter().enumerate().filter(|(_, s)| s.interface.is_none()));
+        .chain(
+            wanted
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.interface.is_none()),
+        );
     for (index, sel) in order {
         let network = nad::status_name(&sel.namespace, &sel.name);
         let found = candidates.iter().enumerate().position(|(i, a)| {
@@ -95,7 +100,10 @@ pub fn changes(
         validate_ifname(name).map_err(|e| {
             CniError::new(
                 ErrorCode::InvalidNetworkConfig,
-                format!("network {}/{}: {e}", wanted[index].namespace, wanted[index].name),
+                format!(
+                    "network {}/{}: {e}",
+                    wanted[index].namespace, wanted[index].name
+                ),
             )
         })?;
         if in_use.contains(name) {

@@ -139,7 +139,11 @@ impl HotPlug {
             .filter(|a| !a.primary && !a.selected)
             .count();
         let changes = identity::changes(&entry.attachments, &wanted, 1 + defaults)?;
-        if let Some((sel, _)) = changes.attach.iter().find(|(s, _)| s.default_route.is_some()) {
+        if let Some((sel, _)) = changes
+            .attach
+            .iter()
+            .find(|(s, _)| s.default_route.is_some())
+        {
             return Err(CniError::new(
                 ErrorCode::InvalidNetworkConfig,
                 format!(

@@ -1,0 +1,25 @@
+//! The pods of the node, watched (`spec.nodeName=<node>`) and fed to the [`Reconciler`]. The
+//! agent's pod reflector can feed it instead; this watch is the stand-in until then.
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+
+use super::Reconciler;
+
+/// Watches the pods of node `node` until the stream ends (it retries with backoff on errors).
+pub async fn watch_pods(client: kube::Client, node: &str, reconciler: Reconciler) {
+    let api: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Apply(pod) | Event::InitApply(pod)) => reconciler.pod_changed(&pod),
+            Ok(Event::Delete(pod)) => reconciler.pod_deleted(&pod),
+            Ok(Event::Init | Event::InitDone) => {}
+            Err(e) => tracing::warn!("watching the pods of node {node}: {e}"),
+        }
+    }
+}
