@@ -51,6 +51,12 @@ impl Node {
         for (name, octet) in [("red", 41), ("blue", 42), ("green", 43)] {
             kube.nad(NAMESPACE, name, &lab.macvlan(CNI_VERSION, name, octet));
         }
+        // A network whose delegate fails after its address was allocated: macvlan and
+        // host-local succeed, then tuning refuses a sysctl that does not exist.
+        let mut broken = lab.macvlan(CNI_VERSION, "broken", 44);
+        let tuning = json!({"type": "tuning", "sysctl": {"net.ipv4.conf.IFNAME.no_such_key": "1"}});
+        broken["plugins"].as_array_mut().unwrap().push(tuning);
+        kube.nad(NAMESPACE, "broken", &broken);
         let conf_dir = lab.dir.path().join("net.d");
         let bin_dir = lab.dir.path().join("bin");
         let conflist = write_configs(&lab, &kube, &conf_dir, &bin_dir);
@@ -335,6 +341,18 @@ fn editing_a_running_pods_networks_attaches_and_detaches_its_interfaces() {
         steady.map(|(n, i)| (n.into(), i.into()))
     );
     assert_eq!(interfaces(&web), ["eth0", "fast"]);
+
+    // A delegate failure: rolled back, nothing of it left.
+    node.annotate("web", NETWORKS, Some("green@fast, broken"));
+    let (reason, message) = node.wait_warning("web", "broken");
+    eprintln!("Warning {reason}: {message}");
+    assert_eq!(reason, "HotPlugFailed");
+    assert_eq!(
+        node.status("web"),
+        steady.map(|(n, i)| (n.into(), i.into()))
+    );
+    assert_eq!(interfaces(&web), ["eth0", "fast"]);
+    assert_eq!(node.reservations().len(), 2, "{:?}", node.reservations());
     node.annotate("web", NETWORKS, Some("green@fast"));
 
     // Time from the edit to the network-status update, adding and removing a network.
@@ -395,6 +413,37 @@ fn editing_a_running_pods_networks_attaches_and_detaches_its_interfaces() {
     node.wait_status("web", &[steady[0], steady[1], ("hotplug/blue", "net2")]);
     assert_eq!(interfaces(&web), ["eth0", "fast", "net2"]);
     // web: eth0, fast, net2; plain: eth0, net1, net2.
+    assert_eq!(node.reservations().len(), 6, "{:?}", node.reservations());
+
+    // A step cut short before its result was recorded (net2 in the cache without a result):
+    // the next agent tears it down and attaches it again, never adding it twice.
+    node.agent.take();
+    let entry_file = node.lab.cache_dir().join(&web_id);
+    let net2_result = || -> Option<Value> {
+        let entry: Value = serde_json::from_slice(&std::fs::read(&entry_file).unwrap()).unwrap();
+        let attachments = entry["attachments"].as_array().unwrap().clone();
+        let net2 = attachments.into_iter().find(|a| a["ifname"] == "net2")?;
+        net2.get("result").cloned()
+    };
+    let mut entry: Value = serde_json::from_slice(&std::fs::read(&entry_file).unwrap()).unwrap();
+    for a in entry["attachments"].as_array_mut().unwrap() {
+        if a["ifname"] == "net2" {
+            a.as_object_mut().unwrap().remove("result");
+        }
+    }
+    std::fs::write(&entry_file, serde_json::to_vec_pretty(&entry).unwrap()).unwrap();
+    node.start_agent(&[]);
+    let start = Instant::now();
+    while net2_result().is_none() {
+        assert!(
+            start.elapsed() < WAIT,
+            "net2 not attached again: {}",
+            node.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node.wait_status("web", &[steady[0], steady[1], ("hotplug/blue", "net2")]);
+    assert_eq!(interfaces(&web), ["eth0", "fast", "net2"]);
     assert_eq!(node.reservations().len(), 6, "{:?}", node.reservations());
 
     // Deleting the pods leaves nothing: links, addresses, cache entries.
