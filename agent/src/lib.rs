@@ -31,6 +31,11 @@
 //! breaks off, it does the work itself, exactly as without an agent, and logs that it fell
 //! back. An answer of the agent, result or CNI error, is final. DEL never needs the agent.
 //!
+//! # Hot-plug
+//!
+//! With `--plexus-config`, the agent watches the pods of its node and attaches and detaches the
+//! networks of a running pod when its networks annotation changes ([`hotplug`]).
+//!
 //! # Phase 2
 //!
 //! Still to come (issue 13): serving `plexus` (the pod's plan: annotations, NADs and device IDs
