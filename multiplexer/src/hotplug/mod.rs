@@ -230,7 +230,18 @@ impl HotPlug {
         )
         .await;
         match attached {
-            Ok(_) => self.store(entry),
+            Ok(_) => match self.store(entry) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // The runtime deleted the pod meanwhile: what was just attached is torn
+                    // down, so that its addresses do not leak.
+                    let made = &entry.attachments[at..];
+                    if let Err(teardown) = execute::teardown::detach_and_clean(made, &env).await {
+                        tracing::warn!("tearing down {}: {}", attachment.ifname, teardown.msg);
+                    }
+                    Err(e)
+                }
+            },
             Err(rollback) => {
                 let mut error = rollback.error;
                 if rollback.failures.is_empty() {
