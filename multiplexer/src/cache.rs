@@ -33,8 +33,8 @@
 //! An attachment's identity is its interface name in the pod, with its network: `statusName`
 //! (its name in the network-status annotation, `<namespace>/<nad>` for a NAD) and `selected`
 //! (true when the pod's networks annotation asked for it, the attachments hot-plug reconciles).
-//! Entries written before these keys existed have neither: their attachments keep their network
-//! name as status name and are never detached by hot-plug.
+//! Entries written before these keys existed have neither: their pods are not hot-plugged (their
+//! attachments cannot be matched with the annotation's elements).
 //!
 //! `capabilityArgs` holds what each delegate was offered, so DEL offers the same: the runtime's
 //! and the pod annotation's arguments, `deviceID` for an attachment with a device-plugin device,

@@ -186,6 +186,14 @@ impl Inner {
         let Some(mut entry) = entry else {
             return Ok(Outcome::Skipped);
         };
+        if HotPlug::predates_identities(&entry) {
+            tracing::info!(
+                "pod {}/{}: its attachments were recorded by an older Plexus, not hot-plugged",
+                pod_ref.namespace,
+                pod_ref.name
+            );
+            return Ok(Outcome::Skipped);
+        }
         let annotations = meta.annotations.clone().unwrap_or_default();
         let info =
             pod_networks::pod_info(pod_ref, annotations.into_iter().collect(), meta.uid.clone())

@@ -122,6 +122,16 @@ impl HotPlug {
         Ok(None)
     }
 
+    /// True for an entry written by a Plexus that kept no attachment identities (an
+    /// attachment other than the primary without a status name): its attachments cannot be
+    /// matched with the annotation's elements, so the pod is not hot-plugged.
+    pub fn predates_identities(entry: &CacheEntry) -> bool {
+        entry
+            .attachments
+            .iter()
+            .any(|a| !a.primary && a.status_name.is_none())
+    }
+
     /// What to change so that `entry`'s attachments are what pod `info`'s networks annotation
     /// asks for. Nothing runs; a refusal (invalid annotation, missing NAD, namespace isolation,
     /// missing capability, interface name in use) is an error and changes nothing.
