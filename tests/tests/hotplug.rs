@@ -57,6 +57,9 @@ impl Node {
         let tuning = json!({"type": "tuning", "sysctl": {"net.ipv4.conf.IFNAME.no_such_key": "1"}});
         broken["plugins"].as_array_mut().unwrap().push(tuning);
         kube.nad(NAMESPACE, "broken", &broken);
+        // A network of another namespace, which namespace isolation refuses to these pods.
+        kube.namespace("elsewhere");
+        kube.nad("elsewhere", "red", &lab.macvlan(CNI_VERSION, "red", 45));
         let conf_dir = lab.dir.path().join("net.d");
         let bin_dir = lab.dir.path().join("bin");
         let conflist = write_configs(&lab, &kube, &conf_dir, &bin_dir);
@@ -238,6 +241,7 @@ fn write_configs(lab: &Lab, kube: &Kube, conf_dir: &Path, bin_dir: &Path) -> Pat
         "clusterNetwork": cluster_network,
         "cniDir": lab.cache_dir(),
         "binDir": bin_dir,
+        "namespaceIsolation": true,
         "capabilities": {"portMappings": true, "io.kubernetes.cri.pod-annotations": true},
     });
     let conflist = json!({"cniVersion": CNI_VERSION, "name": "plexus", "plugins": [plexus]});
@@ -282,9 +286,30 @@ fn editing_a_running_pods_networks_attaches_and_detaches_its_interfaces() {
     node.wait_status("web", &[("pods", "eth0"), red]);
     assert_eq!(node.links_on_bridge().len(), 1);
 
-    // Add one network, then a second (with a name of its own).
+    // Add one network, then a second (with a name of its own). Each edit is one PATCH of the
+    // pod (its network-status) and one GET of the NAD added.
+    let audit_from = node.kube.cluster.audit_events().len();
     node.annotate("web", NETWORKS, Some("red, blue"));
     node.wait_status("web", &[("pods", "eth0"), red, ("hotplug/blue", "net2")]);
+    node.kube.plexus_events_until(audit_from, "patch");
+    std::thread::sleep(Duration::from_millis(300));
+    let requests: Vec<_> = node
+        .kube
+        .plexus_requests(audit_from)
+        .into_iter()
+        .filter(|(verb, _, _)| verb != "watch" && verb != "list")
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            (
+                "get".into(),
+                "network-attachment-definitions".into(),
+                "blue".into()
+            ),
+            ("patch".into(), "pods".into(), "web".into()),
+        ]
+    );
     assert_eq!(interfaces(&web), ["eth0", "net1", "net2"]);
     node.annotate("web", NETWORKS, Some("red, blue, green@fast"));
     node.wait_status(
@@ -340,6 +365,13 @@ fn editing_a_running_pods_networks_attaches_and_detaches_its_interfaces() {
         node.status("web"),
         steady.map(|(n, i)| (n.into(), i.into()))
     );
+    assert_eq!(interfaces(&web), ["eth0", "fast"]);
+
+    // A network of another namespace, under namespace isolation.
+    node.annotate("web", NETWORKS, Some("green@fast, elsewhere/red"));
+    let (reason, message) = node.wait_warning("web", "namespace isolation");
+    eprintln!("Warning {reason}: {message}");
+    assert_eq!(reason, "HotPlugRefused");
     assert_eq!(interfaces(&web), ["eth0", "fast"]);
 
     // A delegate failure: rolled back, nothing of it left.
