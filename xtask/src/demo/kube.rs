@@ -139,14 +139,7 @@ fn show_pods(node: &KubeNode) -> Result {
             "network-status:\n{}",
             serde_json::to_string_pretty(&status)?
         );
-        println!("$ kubectl exec {pod} -- ip -o addr");
-        print!(
-            "{}",
-            kubectl(
-                node,
-                &["exec", pod, "-n", NAMESPACE, "--", "ip", "-o", "addr"]
-            )?
-        );
+        print_addresses(node, pod)?;
         let address = status
             .as_array()
             .into_iter()
@@ -228,14 +221,7 @@ fn show_hotplug(node: &KubeNode) -> Result {
             started.elapsed().as_secs_f64() * 1e3,
             serde_json::to_string_pretty(&Value::from(status))?
         );
-        println!("$ kubectl exec {pod} -- ip -o addr");
-        print!(
-            "{}",
-            kubectl(
-                node,
-                &["exec", pod, "-n", NAMESPACE, "--", "ip", "-o", "addr"]
-            )?
-        );
+        print_addresses(node, pod)?;
     }
     Ok(())
 }
@@ -269,6 +255,14 @@ fn print_leftovers(node: &KubeNode) -> Result {
     } else {
         Err("allocations or cache entries left after the pods were deleted".into())
     }
+}
+
+/// Prints `kubectl exec <pod> -- ip -o addr`: the pod's interfaces and addresses.
+fn print_addresses(node: &KubeNode, pod: &str) -> Result {
+    println!("$ kubectl exec {pod} -- ip -o addr");
+    let args = ["exec", pod, "-n", NAMESPACE, "--", "ip", "-o", "addr"];
+    print!("{}", kubectl(node, &args)?);
+    Ok(())
 }
 
 /// `kubectl` inside the node, with the error boxed for xtask.
