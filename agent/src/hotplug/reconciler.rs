@@ -146,8 +146,15 @@ impl Reconciler {
         if pod.metadata.deletion_timestamp.is_some() {
             return;
         }
+        // Only the metadata is kept (the spec and status are most of a pod's size).
+        let mut metadata = pod.metadata.clone();
+        metadata.managed_fields = None;
+        let kept = Pod {
+            metadata,
+            ..Pod::default()
+        };
         let mut state = self.inner.lock();
-        state.latest.insert(key.clone(), pod.clone());
+        state.latest.insert(key.clone(), kept);
         if state.done.get(&key) != Some(&wanted) {
             let _ = self.inner.queue.send(key);
         }
