@@ -40,6 +40,11 @@
 //! network-status annotation for it (the PATCH answered once done), and queues the pod's
 //! [`events`]. `plexus` falls back to doing it all itself just as `plexus-ipam` does.
 //!
+//! # Hot-plug
+//!
+//! With `--plexus-config`, the agent watches the pods of its node and attaches and detaches the
+//! networks of a running pod when its networks annotation changes ([`hotplug`]).
+//!
 //! # Phase 2
 //!
 //! Still to come (issue 13): Prometheus metrics (calls, API requests, batch sizes, pool usage,
@@ -51,6 +56,7 @@
 
 pub mod cache;
 pub mod events;
+pub mod hotplug;
 pub mod ipam;
 pub mod pods;
 pub mod snapshot;

@@ -14,6 +14,13 @@ struct Args {
     /// This node's name (default: `NODE_NAME`, else the host name).
     #[arg(long)]
     node: Option<String>,
+    /// Plexus's CNI configuration file (e.g. `/etc/cni/net.d/00-plexus.conflist`): with it,
+    /// running pods' networks are hot-plugged when their networks annotation changes.
+    #[arg(long)]
+    plexus_config: Option<PathBuf>,
+    /// Hot-plug on this node (with `--plexus-config`); `false` turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    hotplug: bool,
     /// The log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -33,6 +40,10 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let (Some(config), true) = (args.plexus_config, args.hotplug) {
+        let node = node.clone();
+        runtime.spawn(async move { plexusd::hotplug::run(&config, &node).await });
+    }
     if let Err(e) = runtime.block_on(plexusd::run(&args.socket, &node)) {
         eprintln!("plexusd: {e}");
         std::process::exit(1);

@@ -18,14 +18,23 @@
 //!       "primary": true,
 //!       "config": "<the delegate's configuration, the exact JSON text it ran with>",
 //!       "capabilityArgs": { "portMappings": [] },
-//!       "result": { "cniVersion": "1.0.0", "interfaces": [], "ips": [] }
+//!       "result": { "cniVersion": "1.0.0", "interfaces": [], "ips": [] },
+//!       "statusName": "cbr0"
 //!     }
 //!   ]
 //! }
 //! ```
 //!
 //! The file is written before the first delegate runs (with no `result`s) and again, with every
-//! `result`, once all delegates have succeeded.
+//! `result`, once all delegates have succeeded. Hot-plug (`hotplug/`) writes it the same way
+//! around each attachment it adds (appended without a `result`, then with it) and after each
+//! one it removes, so the runtime's DEL tears down hot-plugged attachments too.
+//!
+//! An attachment's identity is its interface name in the pod, with its network: `statusName`
+//! (its name in the network-status annotation, `<namespace>/<nad>` for a NAD) and `selected`
+//! (true when the pod's networks annotation asked for it, the attachments hot-plug reconciles).
+//! Entries written before these keys existed have neither: their pods are not hot-plugged (their
+//! attachments cannot be matched with the annotation's elements).
 //!
 //! `capabilityArgs` holds what each delegate was offered, so DEL offers the same: the runtime's
 //! and the pod annotation's arguments, `deviceID` for an attachment with a device-plugin device,
@@ -91,9 +100,28 @@ pub struct CachedAttachment {
     /// Its ADD result, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// Its name in the network-status annotation (none in entries written before it was kept).
+    #[serde(
+        rename = "statusName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub status_name: Option<String>,
+    /// True when the pod's networks annotation asked for it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub selected: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl CachedAttachment {
+    /// Its name in the network-status annotation.
+    pub fn status_name(&self) -> &str {
+        self.status_name.as_deref().unwrap_or(&self.network)
+    }
+
     /// The cached configuration, parsed (code 16 when it does not parse).
     pub fn network_config(&self) -> Result<NetworkConfigList, CniError> {
         NetworkConfigList::from_bytes(self.config.as_bytes()).map_err(|e| {
@@ -274,6 +302,8 @@ mod tests {
                 config: r#"{"cniVersion":"1.0.0","name":"n","type":"bridge","x":1.50}"#.into(),
                 capability_args: Map::new(),
                 result: None,
+                status_name: None,
+                selected: false,
             }],
         }
     }

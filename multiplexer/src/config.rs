@@ -123,6 +123,10 @@ pub struct PlexusConfig {
         default = "default_agent_connect_timeout_ms"
     )]
     pub agent_connect_timeout_ms: u64,
+    /// `hotplug`: `false` stops `plexusd` from attaching and detaching the networks of running
+    /// pods when their networks annotation changes, for every pod of the node.
+    #[serde(default = "yes")]
+    pub hotplug: bool,
 }
 
 fn default_agent_socket() -> PathBuf {
@@ -130,6 +134,10 @@ fn default_agent_socket() -> PathBuf {
 }
 fn default_agent_connect_timeout_ms() -> u64 {
     200
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_multus_namespace() -> String {
@@ -193,6 +201,34 @@ impl PlexusConfig {
             ));
         }
         Ok(parsed)
+    }
+
+    /// Reads Plexus's configuration from a CNI configuration file, as the runtime would hand it
+    /// over: a `.conf` of type `plexus`, or a `.conflist` whose `plexus` plugin gets the list's
+    /// `cniVersion` and `name`. Code 7 when the file holds no Plexus configuration.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, CniError> {
+        let invalid = |msg: String| CniError::new(ErrorCode::InvalidNetworkConfig, msg);
+        let bytes = std::fs::read(path)
+            .map_err(|e| CniError::new(ErrorCode::IoFailure, format!("{}: {e}", path.display())))?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let is_plexus = |v: &Value| v.get("type").and_then(Value::as_str) == Some("plexus");
+        let mut plugin = match value.get("plugins").and_then(Value::as_array) {
+            Some(plugins) => plugins
+                .iter()
+                .find(|p| is_plexus(p))
+                .and_then(Value::as_object)
+                .cloned()
+                .ok_or_else(|| invalid(format!("{}: no plugin of type plexus", path.display())))?,
+            None if is_plexus(&value) => value.as_object().cloned().unwrap_or_default(),
+            None => return Err(invalid(format!("{}: not of type plexus", path.display()))),
+        };
+        for key in ["cniVersion", "name"] {
+            if let Some(v) = value.get(key) {
+                plugin.entry(key).or_insert_with(|| v.clone());
+            }
+        }
+        PlexusConfig::from_map(&plugin)
     }
 
     /// The version Plexus answers in.

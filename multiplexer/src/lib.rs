@@ -36,6 +36,10 @@
 //! DEL reads the cache entry and tears it down with `execute/teardown.rs`; without an entry it
 //! plans the attachments as ADD would ([`plan::attachments`]). CHECK runs each cached
 //! attachment with a [`execute::DelegateEnv`]; GC tears down stale entries the same way.
+//!
+//! [`hotplug`] attaches one more network to a running pod, or detaches one attachment, from its
+//! cache entry, through the same plan, execute and record stages (the node agent `plexusd`
+//! calls it when a pod's networks annotation changes).
 
 #![warn(missing_docs)]
 
@@ -44,6 +48,7 @@ pub mod commands;
 pub mod config;
 pub mod devices;
 pub mod execute;
+pub mod hotplug;
 pub mod k8s;
 pub mod parse;
 pub mod plan;

@@ -37,6 +37,8 @@ pub fn cached(attachment: &PlannedAttachment) -> CachedAttachment {
         config: String::from_utf8_lossy(&attachment.network.to_bytes()).into_owned(),
         capability_args: attachment.capability_args.clone(),
         result: None,
+        status_name: Some(attachment.status_name.clone()),
+        selected: attachment.selected,
     }
 }
 

@@ -39,28 +39,48 @@ impl Agent {
         log: &Path,
         kubeconfig: &Path,
     ) -> Agent {
-        Agent::spawn(
+        Agent::start_with(
             bin,
             node,
             socket,
             hint_dir,
             log,
+            &[],
             &[("KUBECONFIG", kubeconfig.as_os_str())],
         )
     }
 
     /// As [`Agent::start`], with the binary `bin` (a release build, for benchmarks).
     pub fn start_bin(bin: &Path, node: &str, socket: &Path, hint_dir: &Path, log: &Path) -> Agent {
-        Agent::spawn(bin, node, socket, hint_dir, log, &[])
+        Agent::start_with(bin, node, socket, hint_dir, log, &[], &[])
     }
 
-    /// Starts `bin` with `env` added; waits until it answers.
-    fn spawn(
+    /// As [`Agent::start`], hot-plugging the pods of `node` with Plexus's configuration file
+    /// `plexus_config`, with `env` added to the agent's environment (e.g. a fault hook); its
+    /// log is appended to `log`, so a restarted agent keeps the earlier log.
+    pub fn start_hotplug(
+        node: &str,
+        socket: &Path,
+        hint_dir: &Path,
+        log: &Path,
+        plexus_config: &Path,
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let config = plexus_config.as_os_str();
+        let args: [&std::ffi::OsStr; 2] = ["--plexus-config".as_ref(), config];
+        let bin = crate::plexus_bin_dir().join("plexusd");
+        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        Agent::start_with(&bin, node, socket, hint_dir, log, &args, &env)
+    }
+
+    /// Starts binary `bin` with `args` added to the usual ones and `env` to its environment.
+    fn start_with(
         bin: &Path,
         node: &str,
         socket: &Path,
         hint_dir: &Path,
         log: &Path,
+        args: &[&std::ffi::OsStr],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Agent {
         assert!(
@@ -68,12 +88,17 @@ impl Agent {
             "{} is missing: run `cargo build --workspace --bins` first",
             bin.display()
         );
-        let stderr = std::fs::File::create(log).expect("the agent's log file");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("the agent's log file");
         let child = Command::new(bin)
             .arg("--socket")
             .arg(socket)
             .arg("--node")
             .arg(node)
+            .args(args)
             .env("NODE_NAME", node)
             .env("PLEXUS_IPAM_AFFINITY_DIR", hint_dir)
             .env_remove("KUBECONFIG")
@@ -129,6 +154,18 @@ impl Agent {
     pub fn ping(&self) -> PingReply {
         self.try_ping()
             .unwrap_or_else(|| panic!("plexusd does not answer: {}", self.log_text()))
+    }
+
+    /// Waits up to `timeout` for the agent to exit by itself; its exit code, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Kills the agent at once (SIGKILL), leaving its socket file behind.

@@ -4,13 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use plexus_cni::config::NetworkConfigList;
-use plexus_cni::env::CniArgs;
 use plexus_cni::list::{self, valid_attachments, Attachment};
 use plexus_cni::{CniError, ErrorCode};
 use serde_json::{Map, Value};
 
 use crate::cache::CacheEntry;
-use crate::execute::{teardown, DelegateArgs, DelegateEnv};
+use crate::execute::{teardown, DelegateEnv};
 use crate::parse::Invocation;
 use crate::resolve;
 
@@ -80,21 +79,7 @@ pub(super) async fn run(inv: &Invocation, config: &Map<String, Value>) -> Result
 
 /// Tears down a stale container's attachments and drops its entry when that worked.
 async fn remove_stale(inv: &Invocation, entry: &CacheEntry) -> Vec<String> {
-    let netns = std::path::PathBuf::from(&entry.netns);
-    let env = DelegateEnv {
-        container_id: entry.container_id.clone(),
-        netns: if netns.exists() {
-            netns
-        } else {
-            Default::default()
-        },
-        args: match CniArgs::parse(&entry.cni_args) {
-            Ok(args) => DelegateArgs::Parsed(args),
-            Err(_) => DelegateArgs::Unparsed(entry.cni_args.clone()),
-        },
-        plugin_dirs: inv.plugin_dirs.clone(),
-        timeout: inv.delegate_timeout,
-    };
+    let env = DelegateEnv::for_entry(entry, inv.plugin_dirs.clone(), inv.delegate_timeout);
     let failures = teardown::detach_all(&entry.attachments, &env).await;
     crate::devices::device_info::remove_all(&entry.attachments);
     if !failures.is_empty() {

@@ -189,6 +189,7 @@ mod tests {
             status_name: d.status_name,
             capability_args: d.capability_args,
             device: d.device,
+            selected: true,
         }];
         let a = &mut plan[0];
         offer(&mut a.capability_args, dir, &a.status_name, "c1", &a.ifname);

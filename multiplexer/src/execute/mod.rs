@@ -17,7 +17,7 @@ use plexus_cni::list::{self, PluginFailure, RuntimeContext};
 use plexus_cni::{CniError, CniResult, ErrorCode};
 use serde_json::{Map, Value};
 
-use crate::cache::CachedAttachment;
+use crate::cache::{CacheEntry, CachedAttachment};
 use crate::devices::device_info;
 use crate::links;
 use crate::plan::{Plan, PlannedAttachment};
@@ -49,6 +49,26 @@ pub struct DelegateEnv {
 }
 
 impl DelegateEnv {
+    /// What the delegates of the container of cache entry `entry` are run with: its namespace
+    /// (none when it is gone) and `CNI_ARGS` as cached.
+    pub fn for_entry(entry: &CacheEntry, plugin_dirs: Vec<PathBuf>, timeout: Duration) -> Self {
+        let netns = PathBuf::from(&entry.netns);
+        DelegateEnv {
+            container_id: entry.container_id.clone(),
+            netns: if netns.exists() {
+                netns
+            } else {
+                PathBuf::new()
+            },
+            args: match CniArgs::parse(&entry.cni_args) {
+                Ok(args) => DelegateArgs::Parsed(args),
+                Err(_) => DelegateArgs::Unparsed(entry.cni_args.clone()),
+            },
+            plugin_dirs,
+            timeout,
+        }
+    }
+
     /// The runtime context of one attachment.
     pub fn runtime_context(
         &self,

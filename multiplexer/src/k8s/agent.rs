@@ -122,7 +122,7 @@ impl Agent {
             pod_networks::given_pod(pod.clone(), annotations)
         } else {
             let uid = (!reply.uid.is_empty()).then_some(reply.uid);
-            match pod_networks::fetched_pod(pod.clone(), annotations, uid) {
+            match pod_networks::pod_info(pod.clone(), annotations, uid) {
                 Ok(info) => info,
                 Err(e) => return Ok(Err(e)),
             }

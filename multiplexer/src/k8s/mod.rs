@@ -43,6 +43,14 @@ impl<'a> LazyApi<'a> {
         }
     }
 
+    /// The client `api`, already built (for a long-lived caller such as the node agent).
+    pub fn with_client(config: &'a PlexusConfig, api: KubeApi) -> LazyApi<'a> {
+        LazyApi {
+            config,
+            api: tokio::sync::OnceCell::new_with(Some(Some(api))),
+        }
+    }
+
     /// The client; `None` for a node without Kubernetes.
     pub async fn get(&self) -> Result<Option<&KubeApi>, CniError> {
         let api = self.api.get_or_try_init(|| connect(self.config)).await?;

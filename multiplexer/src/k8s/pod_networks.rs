@@ -104,7 +104,7 @@ pub async fn load_pod(
         .unwrap_or_default()
         .into_iter()
         .collect();
-    fetched_pod(pod, annotations, object.metadata.uid.clone())
+    pod_info(pod, annotations, object.metadata.uid.clone())
 }
 
 /// The pod with the annotations the runtime handed over.
@@ -120,7 +120,7 @@ pub fn given_pod(pod: PodRef, annotations: BTreeMap<String, String>) -> PodInfo 
 /// The pod as the API server (or the node agent) described it: its annotations and UID. A UID
 /// other than the runtime's means the pod was deleted and re-created (code 3), except for a
 /// static pod, whose API object is a mirror with a UID of its own.
-pub fn fetched_pod(
+pub fn pod_info(
     pod: PodRef,
     annotations: BTreeMap<String, String>,
     actual_uid: Option<String>,
@@ -168,7 +168,23 @@ struct NadFetcher<'a> {
     devices: PodDevices,
 }
 
-impl NadFetcher<'_> {
+impl<'a> NadFetcher<'a> {
+    /// A fetcher for pod `pod`'s networks; the NADs in `prefetched` are not read again.
+    fn new(
+        api: &'a LazyApi<'a>,
+        config: &'a PlexusConfig,
+        pod: &PodRef,
+        prefetched: Prefetched,
+    ) -> Self {
+        NadFetcher {
+            api,
+            config,
+            seen: HashMap::new(),
+            prefetched: prefetched.into_iter().collect(),
+            devices: PodDevices::new(config, &pod.namespace, &pod.name, pod.uid.as_deref()),
+        }
+    }
+
     /// NAD `namespace/name`; `None` when it does not exist.
     async fn nad(&mut self, namespace: &str, name: &str) -> Result<Option<NadNetwork>, CniError> {
         let key = (namespace.to_string(), name.to_string());
@@ -370,15 +386,7 @@ pub async fn pod_delegates(
     info: &PodInfo,
     prefetched: Prefetched,
 ) -> Result<Vec<Delegate>, CniError> {
-    let pod = &info.pod;
-    let mut nads = NadFetcher {
-        api,
-        config,
-        seen: HashMap::new(),
-        prefetched: prefetched.into_iter().collect(),
-        devices: PodDevices::new(config, &pod.namespace, &pod.name, pod.uid.as_deref()),
-    };
-
+    let mut nads = NadFetcher::new(api, config, &info.pod, prefetched);
     let kubelet_args = &config.runtime_config;
     let mut delegates: Vec<Delegate> = Vec::new();
 
@@ -435,11 +443,36 @@ pub async fn pod_delegates(
     if let Some(text) = info.annotations.get(selection::NETWORKS_ANNOTATION) {
         let selections =
             selection::parse_networks(text, &info.pod.namespace).map_err(CniError::from)?;
-        for sel in selections {
-            check_isolation(config, &info.pod, &sel)?;
-            let network = nads.required(&sel).await?;
-            delegates.push(selected_delegate(network, sel, config, false, &Map::new())?);
-        }
+        delegates.extend(annotation_delegates(&mut nads, config, &info.pod, selections).await?);
+    }
+    Ok(delegates)
+}
+
+/// The delegates of elements `selections` of pod `info`'s networks annotation, made as ADD
+/// makes them (namespace isolation, the NAD, `cni-args`, capability checks, devices): what
+/// hot-plug attaches to a running pod.
+pub async fn selected_delegates(
+    config: &PlexusConfig,
+    api: &LazyApi<'_>,
+    info: &PodInfo,
+    selections: Vec<NetworkSelection>,
+) -> Result<Vec<Delegate>, CniError> {
+    let mut nads = NadFetcher::new(api, config, &info.pod, Prefetched::default());
+    annotation_delegates(&mut nads, config, &info.pod, selections).await
+}
+
+/// The delegates of networks annotation elements, in order.
+async fn annotation_delegates(
+    nads: &mut NadFetcher<'_>,
+    config: &PlexusConfig,
+    pod: &PodRef,
+    selections: Vec<NetworkSelection>,
+) -> Result<Vec<Delegate>, CniError> {
+    let mut delegates = Vec::with_capacity(selections.len());
+    for sel in selections {
+        check_isolation(config, pod, &sel)?;
+        let network = nads.required(&sel).await?;
+        delegates.push(selected_delegate(network, sel, config, false, &Map::new())?);
     }
     Ok(delegates)
 }

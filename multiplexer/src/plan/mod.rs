@@ -79,6 +79,13 @@ pub struct PlannedAttachment {
     /// The device-plugin device it uses, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Device>,
+    /// True when the pod's networks annotation asked for it (hot-plug reconciles these).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub selected: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Where the container's names come from: the runtime's interface name for the primary, the
@@ -125,24 +132,30 @@ pub fn attachments(
                 ),
             ));
         }
-        let mut capability_args = delegate.capability_args;
-        device_info::offer(
-            &mut capability_args,
-            naming.device_info_dir,
-            &delegate.status_name,
-            naming.container_id,
-            &ifname,
-        );
-        planned.push(PlannedAttachment {
-            network: delegate.network,
-            ifname,
-            primary: delegate.primary,
-            status_name: delegate.status_name,
-            capability_args,
-            device: delegate.device,
-        });
+        planned.push(named(delegate, ifname, naming));
     }
     Ok(planned)
+}
+
+/// One delegate planned under interface name `ifname`, offered its device-info file.
+pub fn named(delegate: Delegate, ifname: String, naming: Naming<'_>) -> PlannedAttachment {
+    let mut capability_args = delegate.capability_args;
+    device_info::offer(
+        &mut capability_args,
+        naming.device_info_dir,
+        &delegate.status_name,
+        naming.container_id,
+        &ifname,
+    );
+    PlannedAttachment {
+        network: delegate.network,
+        ifname,
+        primary: delegate.primary,
+        status_name: delegate.status_name,
+        capability_args,
+        selected: !delegate.primary && delegate.selection.is_some(),
+        device: delegate.device,
+    }
 }
 
 /// A delegate's interface name, as Multus gives it: the primary gets `primary_ifname`; another
@@ -153,17 +166,20 @@ fn ifname(delegate: &Delegate, position: usize, primary_ifname: &str) -> Result<
         return Ok(primary_ifname.to_string());
     }
     match &delegate.ifname_request {
-        Some(requested) => {
-            validate_ifname(requested).map_err(|e| {
-                CniError::new(
-                    ErrorCode::InvalidNetworkConfig,
-                    format!("network {:?}: {e}", delegate.network.name),
-                )
-            })?;
-            Ok(requested.clone())
-        }
+        Some(requested) => requested_ifname(delegate, requested),
         None => Ok(format!("net{position}")),
     }
+}
+
+/// A delegate's requested interface name, checked (code 7 when invalid).
+pub fn requested_ifname(delegate: &Delegate, requested: &str) -> Result<String, CniError> {
+    validate_ifname(requested).map_err(|e| {
+        CniError::new(
+            ErrorCode::InvalidNetworkConfig,
+            format!("network {:?}: {e}", delegate.network.name),
+        )
+    })?;
+    Ok(requested.to_string())
 }
 
 /// A network configuration in a serialized plan: its JSON object, as written.

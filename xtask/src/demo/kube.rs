@@ -9,7 +9,9 @@
 //! installs Plexus (its log is shown); then `pods/example-nads.yaml` and `pods/example-pod.yaml`. It
 //! waits until the scheduler has placed and the kubelet runs both pods, and prints `kubectl get pods -o wide`, each pod's network-status
 //! (`kubectl get pod -o jsonpath`), its interfaces (`kubectl exec … ip -o addr`) and a ping
-//! from one pod to the other on `net1`. Then it deletes the pods, shows that plexus-ipam's
+//! from one pod to the other on `net1`. When the DaemonSet runs `plexusd`, it then hot-plugs a
+//! network into a running pod and removes it again (`kubectl annotate`), showing the
+//! network-status and the interfaces each time. Then it deletes the pods, shows that plexus-ipam's
 //! allocations and Plexus's cache are empty, deletes the rest, and stops the node, which checks
 //! that nothing is left on the machine (links, mounts, cgroups, kernel settings).
 
@@ -52,7 +54,9 @@ pub(super) fn run() -> Result {
         node.root().display()
     );
     println!("kubelet flags: {}", node.kubelet_flags().join(" "));
-    let outcome = install(&node).and_then(|()| show_pods(&node));
+    let outcome = install(&node)
+        .and_then(|()| show_pods(&node))
+        .and_then(|()| show_hotplug(&node));
     cmd::step("teardown: kubectl delete pods, then stopping the node");
     println!("$ kubectl delete pods --all -n {NAMESPACE} --grace-period=1 --wait=true");
     let deleted = node.delete_all_pods().map_err(|e| e as cmd::Error);
@@ -135,14 +139,7 @@ fn show_pods(node: &KubeNode) -> Result {
             "network-status:\n{}",
             serde_json::to_string_pretty(&status)?
         );
-        println!("$ kubectl exec {pod} -- ip -o addr");
-        print!(
-            "{}",
-            kubectl(
-                node,
-                &["exec", pod, "-n", NAMESPACE, "--", "ip", "-o", "addr"]
-            )?
-        );
+        print_addresses(node, pod)?;
         let address = status
             .as_array()
             .into_iter()
@@ -163,6 +160,69 @@ fn show_pods(node: &KubeNode) -> Result {
     args.push(&net1[1]);
     println!("$ kubectl {}", args.join(" "));
     print!("{}", kubectl(node, &args)?);
+    Ok(())
+}
+
+/// The networks annotation of the first example pod, as `pods/example-pod.yaml` has it.
+const SHORT_NETWORKS: &str = "macvlan-conf, bridge-conf";
+
+/// Adds a network to the first example pod by editing its networks annotation, then removes
+/// it, showing the network-status and interfaces each time (hot-plug by `plexusd`). Skipped,
+/// saying so, when the DaemonSet runs no `plexusd`.
+fn show_hotplug(node: &KubeNode) -> Result {
+    let containers = kubectl(
+        node,
+        &[
+            "get",
+            "ds/plexus",
+            "-n",
+            SYSTEM_NAMESPACE,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].name}",
+        ],
+    )?;
+    if !containers.split_whitespace().any(|c| c == "plexusd") {
+        cmd::step("hot-plug: skipped, the DaemonSet runs no plexusd");
+        return Ok(());
+    }
+    let pod = PODS[0];
+    let added = format!("{SHORT_NETWORKS}, bridge-conf@hot1");
+    for (networks, want_hot1) in [(added.as_str(), true), (SHORT_NETWORKS, false)] {
+        let annotation = format!("k8s.v1.cni.cncf.io/networks={networks}");
+        cmd::step(&format!(
+            "hot-plug: kubectl annotate pod {pod} --overwrite '{annotation}'"
+        ));
+        let started = Instant::now();
+        kubectl(
+            node,
+            &[
+                "annotate",
+                "pod",
+                pod,
+                "-n",
+                NAMESPACE,
+                "--overwrite",
+                &annotation,
+            ],
+        )?;
+        let status = loop {
+            let status = node.network_status(pod);
+            let has_hot1 = status.iter().any(|e| e["interface"] == "hot1");
+            if has_hot1 == want_hot1 {
+                break status;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                return Err(format!("{pod}: the network-status did not follow the edit").into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        println!(
+            "network-status updated {:.0} ms after kubectl annotate:\n{}",
+            started.elapsed().as_secs_f64() * 1e3,
+            serde_json::to_string_pretty(&Value::from(status))?
+        );
+        print_addresses(node, pod)?;
+    }
     Ok(())
 }
 
@@ -195,6 +255,14 @@ fn print_leftovers(node: &KubeNode) -> Result {
     } else {
         Err("allocations or cache entries left after the pods were deleted".into())
     }
+}
+
+/// Prints `kubectl exec <pod> -- ip -o addr`: the pod's interfaces and addresses.
+fn print_addresses(node: &KubeNode, pod: &str) -> Result {
+    println!("$ kubectl exec {pod} -- ip -o addr");
+    let args = ["exec", pod, "-n", NAMESPACE, "--", "ip", "-o", "addr"];
+    print!("{}", kubectl(node, &args)?);
+    Ok(())
 }
 
 /// `kubectl` inside the node, with the error boxed for xtask.
