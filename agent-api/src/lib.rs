@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod fallbacks;
 
 pub use client::{AgentClient, AgentError};
 

@@ -43,17 +43,24 @@
 
 #![warn(missing_docs)]
 
+pub mod housekeeping;
 pub mod ipam;
+pub mod metrics;
+pub mod options;
 pub mod socket;
 pub mod stores;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use plexus_agent_api::proto::ipam_server::IpamServer;
 pub use plexus_agent_api::DEFAULT_SOCKET;
 #[cfg(doc)]
 use plexus_ipam::backends::kubernetes::group::GroupCommit;
 use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::metrics::Metrics;
+pub use crate::options::Options;
 use tracing::info;
 
 /// Why the agent stopped.
@@ -69,23 +76,55 @@ pub enum AgentdError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics port could not be bound.
+    #[error("cannot serve the metrics on {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
     /// The server failed.
     #[error("serving failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
 
 /// Serves node `node` on the socket at `socket` until SIGTERM or SIGINT; removes the socket
-/// on the way out.
-pub async fn run(socket: &Path, node: &str) -> Result<(), AgentdError> {
+/// on the way out. Serves the metrics and runs housekeeping as `options` say.
+pub async fn run(socket: &Path, node: &str, options: &Options) -> Result<(), AgentdError> {
     plexus_ipam::backends::kubernetes::client::install_crypto_provider();
     let listener = socket::listen(socket)?;
+    let metrics = Arc::new(Metrics::new(socket.to_path_buf()));
+    Metrics::observe_api_calls(&metrics);
+    let stores = Arc::new(stores::Stores::new());
+    let batches = metrics.clone();
+    stores
+        .group()
+        .observe_writes(Box::new(move |changes| batches.batch(changes)));
+    if let Some(address) = options.metrics_address {
+        let metrics = metrics.clone();
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| AgentdError::Metrics(address, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(listener, metrics).await {
+                tracing::error!("serving the metrics failed: {e}");
+            }
+        });
+    }
+    if let Some(interval) = options.housekeeping_interval {
+        let housekeeping = housekeeping::Housekeeping {
+            node: node.to_string(),
+            stores: stores.clone(),
+            metrics: metrics.clone(),
+            cache_dir: options.cache_dir.clone(),
+        };
+        tokio::spawn(housekeeping.every(interval));
+    }
     info!(
         "plexusd {} serving node {node:?} on {}",
         env!("CARGO_PKG_VERSION"),
         socket.display()
     );
     let served = tonic::transport::Server::builder()
-        .add_service(IpamServer::new(ipam::IpamService::new(node)))
+        .add_service(IpamServer::new(
+            ipam::IpamService::new(node).with(stores, metrics),
+        ))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped())
         .await;
     let _ = std::fs::remove_file(socket);
