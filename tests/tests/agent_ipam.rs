@@ -316,3 +316,178 @@ fn agent_killed_mid_burst() {
         .allocations("killed")
         .contains_key(&later[0].address().unwrap()));
 }
+
+/// Every outcome is a success or a clean CNI error (code and message); the failed ones, as
+/// the runtime's DELs would name them.
+fn clean_failures<'a>(
+    outcomes: &[Outcome],
+    conf: &'a Value,
+) -> Vec<(&'static str, String, &'a Value)> {
+    let mut failed = Vec::new();
+    for o in outcomes {
+        if o.code != Some(0) {
+            assert!(
+                o.json["code"].as_u64().is_some() && o.json["msg"].is_string(),
+                "{} failed without a CNI error: {}",
+                o.pod,
+                o.stdout
+            );
+            failed.push(("node-a", o.pod.clone(), conf));
+        }
+    }
+    failed
+}
+
+/// Starts ADDs of `pods` at once on node-a; waits until the agent has written `written`
+/// changes (or 30 s passed), then runs `fault`; returns the outcomes.
+fn burst_with_fault(
+    env: &Env,
+    agent: &mut Agent,
+    pods: &[String],
+    conf: &Value,
+    written: u64,
+    fault: impl FnOnce(&mut Agent),
+) -> Vec<Outcome> {
+    let children: Vec<(String, Child)> = pods
+        .iter()
+        .map(|pod| (pod.clone(), env.spawn("node-a", "ADD", pod, conf)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent.try_ping().is_none_or(|p| p.block_changes < written) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fault(agent);
+    children
+        .into_iter()
+        .map(|(pod, child)| wait(&pod, child))
+        .collect()
+}
+
+/// The agent restarted mid-burst: every ADD succeeds or fails cleanly, the blocks hold exactly
+/// the successful ones after the runtime's DEL of the others, later calls go through the new
+/// agent (not the fallback), the fallbacks taken meanwhile are counted by it, and DEL of all
+/// leaves nothing.
+#[test]
+fn agent_restarted_mid_use() {
+    let Some(env) = Env::start() else { return };
+    let mut agent = env.agent("node-a");
+    let conf = env.conf("restarted", "10.66.0.0/24", agent.socket());
+    let pods: Vec<String> = (0..32).map(|i| format!("s{i}")).collect();
+    let added = burst_with_fault(&env, &mut agent, &pods, &conf, 4, |agent| {
+        agent.kill();
+        *agent = env.agent("node-a");
+    });
+    let failed = clean_failures(&added, &conf);
+    eprintln!(
+        "agent restarted mid-burst: {} of 32 ADDs failed cleanly",
+        failed.len()
+    );
+    burst(&env, "DEL", &failed).iter().for_each(Outcome::ok);
+    let mut live = unique(&added);
+    assert_eq!(env.allocations("restarted"), live);
+
+    // Later calls go on, through the new agent.
+    let before = agent.ping().block_changes;
+    let later: Vec<_> = (0..8)
+        .map(|i| ("node-a", format!("later{i}"), &conf))
+        .collect();
+    let again = burst(&env, "ADD", &later);
+    again.iter().for_each(Outcome::ok);
+    for (address, container) in unique(&again) {
+        assert!(
+            live.insert(address.clone(), container).is_none(),
+            "{address} twice"
+        );
+    }
+    assert_eq!(env.allocations("restarted"), live);
+    assert!(
+        agent.ping().block_changes >= before + 8,
+        "{:?}",
+        agent.ping()
+    );
+    let metrics = agent.metrics();
+    let served = plexus_tests::agent::metric_value(
+        &metrics,
+        "plexus_cni_calls_total{verb=\"ADD\",result=\"success\"}",
+    );
+    assert!(served >= 8.0, "{metrics}");
+    let fell_back: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("plexus_fallbacks_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("fallbacks counted by the new agent: {fell_back}");
+    assert!(metrics.contains("plexus_api_requests_total{verb=\"update\",status=\"success\"}"));
+
+    let all: Vec<_> = live
+        .values()
+        .map(|c| ("node-a", c.trim_start_matches("ctr-").to_string(), &conf))
+        .collect();
+    burst(&env, "DEL", &all).iter().for_each(Outcome::ok);
+    assert_eq!(env.allocations("restarted"), BTreeMap::new());
+}
+
+/// The API server lost (killed) while the agent holds queued allocations: every caller gets
+/// an answer, a success only if the write holding its address succeeded (the blocks hold
+/// exactly the successes once the server is back), else a clean CNI error; nothing leaks
+/// after the runtime's DELs; the agent serves again once the server is back.
+#[test]
+fn apiserver_lost_with_queued_allocations() {
+    let Some(mut env) = Env::start() else { return };
+    let mut agent = env.agent("node-a");
+    let conf = env.conf("lost", "10.68.0.0/24", agent.socket());
+    let pods: Vec<String> = (0..32).map(|i| format!("l{i}")).collect();
+    let added = burst_with_fault(&env, &mut agent, &pods, &conf, 4, |_| {
+        env.cluster.kill_apiserver()
+    });
+    let failed = clean_failures(&added, &conf);
+    eprintln!(
+        "API server lost mid-burst: {} of 32 ADDs failed cleanly",
+        failed.len()
+    );
+    assert!(
+        failed.iter().all(|(_, pod, _)| {
+            let o = added.iter().find(|o| &o.pod == pod).expect("an outcome");
+            o.json["code"] == 11 || o.json["code"] == 121 || o.json["code"] == 5
+        }),
+        "{added:?}"
+    );
+    env.cluster
+        .start_apiserver_again()
+        .expect("the API server back");
+    burst(&env, "DEL", &failed).iter().for_each(Outcome::ok);
+    let mut live = unique(&added);
+    assert_eq!(env.allocations("lost"), live);
+
+    // The agent serves again.
+    let before = agent.ping().block_changes;
+    let later: Vec<_> = (0..4)
+        .map(|i| ("node-a", format!("back{i}"), &conf))
+        .collect();
+    let again = burst(&env, "ADD", &later);
+    again.iter().for_each(Outcome::ok);
+    for (address, container) in unique(&again) {
+        assert!(
+            live.insert(address.clone(), container).is_none(),
+            "{address} twice"
+        );
+    }
+    assert_eq!(env.allocations("lost"), live);
+    assert!(
+        agent.ping().block_changes >= before + 4,
+        "{:?}",
+        agent.ping()
+    );
+    let failures = plexus_tests::agent::metric_value(
+        &agent.metrics(),
+        "plexus_api_requests_total{verb=\"update\",status=\"unreachable\"}",
+    );
+    eprintln!("block updates that found no API server: {failures}");
+
+    let all: Vec<_> = live
+        .values()
+        .map(|c| ("node-a", c.trim_start_matches("ctr-").to_string(), &conf))
+        .collect();
+    burst(&env, "DEL", &all).iter().for_each(Outcome::ok);
+    assert_eq!(env.allocations("lost"), BTreeMap::new());
+}
