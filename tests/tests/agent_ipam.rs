@@ -264,6 +264,174 @@ fn agent_and_plain_plugins_together() {
     assert_eq!(env.allocations("mixed"), live);
 }
 
+/// Allocations driven straight into the agent's socket, `in_flight` at a time, for pods
+/// `<prefix>0..count` of node-a: each pod's address, or why it failed.
+fn through_socket(
+    env: &Env,
+    socket: &Path,
+    network: &str,
+    range: &str,
+    pods: Vec<String>,
+    in_flight: usize,
+    release: bool,
+) -> Vec<(String, Result<String, String>)> {
+    use plexus_agent_api::proto::IpamRequest;
+    use plexus_agent_api::AgentClient;
+    let config = json!({
+        "cniVersion": "1.0.0", "name": "net",
+        "ipam": {
+            "type": "plexus-ipam", "range": range, "network_name": network,
+            "kubernetes": {"kubeconfig": env.cluster.sa_kubeconfig(), "namespace": NS},
+        }
+    })
+    .to_string();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let client = AgentClient::connect(socket, Duration::from_secs(5))
+            .await
+            .expect("the agent");
+        let pods = std::sync::Arc::new(std::sync::Mutex::new(pods));
+        let mut tasks = Vec::new();
+        for _ in 0..in_flight {
+            let (mut client, pods, config) = (client.clone(), pods.clone(), config.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let Some(pod) = pods.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let request = IpamRequest {
+                        config_json: config.clone(),
+                        container_id: format!("ctr-{pod}"),
+                        ifname: "net1".into(),
+                        pod_namespace: "default".into(),
+                        pod_name: pod.clone(),
+                        pod_uid: format!("uid-{pod}"),
+                        node_name: "node-a".into(),
+                    };
+                    let answer = if release {
+                        client.release(request).await.map(|r| r.map(|()| None))
+                    } else {
+                        client.allocate(request).await.map(|r| r.map(Some))
+                    };
+                    let outcome = match answer {
+                        Err(e) => Err(e.to_string()),
+                        Ok(Err(e)) => Err(e.msg),
+                        Ok(Ok(result)) => Ok(result.map_or(String::new(), |r| {
+                            let address = r["ips"][0]["address"].as_str().unwrap_or("");
+                            address.split('/').next().unwrap_or("").to_string()
+                        })),
+                    };
+                    done.push((pod, outcome));
+                }
+                done
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("a driver task"));
+        }
+        all
+    })
+}
+
+/// Runs the DELs `calls` as a runtime does: again while one fails with code 11 (try again
+/// later, e.g. an API call that timed out on a busy machine), at most 5 times.
+fn dels_retried(env: &Env, calls: &[(&str, String, &Value)]) {
+    let mut left = calls.to_vec();
+    for _ in 0..5 {
+        let outcomes = burst(env, "DEL", &left);
+        let mut again = Vec::new();
+        for (call, o) in left.into_iter().zip(outcomes) {
+            if o.code != Some(0) {
+                assert_eq!(o.json["code"], 11, "{}: {}", o.pod, o.stdout);
+                again.push(call);
+            }
+        }
+        if again.is_empty() {
+            return;
+        }
+        left = again;
+    }
+    panic!("DELs still failing after 5 tries: {left:?}");
+}
+
+/// The mixed load under real load: 160 allocations driven into the agent's socket, 16 in
+/// flight, while rounds of plain `plexus-ipam` processes allocate on the same node and network
+/// (and another node's on the same network): every address unique, the blocks holding exactly
+/// the live allocations; then everything released, half of the agent's through plain DELs.
+#[test]
+fn agent_under_load_with_plain_plugins() {
+    let Some(env) = Env::start() else { return };
+    let agent = env.agent("node-a");
+    let (network, range) = ("loaded", "10.70.0.0/22");
+    let plain = env.conf(network, range, &env.dir.path().join("none.sock"));
+    let pods: Vec<String> = (0..160).map(|i| format!("load{i}")).collect();
+    let (driven, plain_added) = std::thread::scope(|scope| {
+        let driver =
+            scope.spawn(|| through_socket(&env, agent.socket(), network, range, pods, 16, false));
+        let mut plain_added = Vec::new();
+        for round in 0..3 {
+            let mut calls = Vec::new();
+            for i in 0..12 {
+                calls.push(("node-a", format!("r{round}-plain{i}"), &plain));
+            }
+            for i in 0..4 {
+                calls.push(("node-b", format!("r{round}-other{i}"), &plain));
+            }
+            plain_added.extend(burst(&env, "ADD", &calls));
+        }
+        (driver.join().expect("the driver"), plain_added)
+    });
+    plain_added.iter().for_each(Outcome::ok);
+    let mut live = unique(&plain_added);
+    for (pod, outcome) in &driven {
+        let address = outcome.as_ref().unwrap_or_else(|e| panic!("{pod}: {e}"));
+        let container = format!("ctr-{pod}");
+        assert!(
+            live.insert(address.clone(), container).is_none(),
+            "{address} handed out twice"
+        );
+    }
+    assert_eq!(live.len(), 160 + 48);
+    assert_eq!(env.allocations(network), live);
+    let ping = agent.ping();
+    eprintln!(
+        "under load: {} block writes carried {} changes ({} conflicts)",
+        ping.block_writes, ping.block_changes, ping.block_conflicts
+    );
+
+    // Everything released: the driven pods alternately through the agent and plain DELs.
+    let (via_agent, via_plain): (Vec<_>, Vec<_>) = driven
+        .iter()
+        .map(|(pod, _)| pod.clone())
+        .enumerate()
+        .partition(|(n, _)| n % 2 == 0);
+    let via_agent: Vec<String> = via_agent.into_iter().map(|(_, p)| p).collect();
+    let mut dels: Vec<(&str, String, &Value)> = via_plain
+        .into_iter()
+        .map(|(_, p)| ("node-a", p, &plain))
+        .collect();
+    for o in &plain_added {
+        let node = if o.pod.contains("other") {
+            "node-b"
+        } else {
+            "node-a"
+        };
+        dels.push((node, o.pod.clone(), &plain));
+    }
+    let released = std::thread::scope(|scope| {
+        let driver = scope
+            .spawn(|| through_socket(&env, agent.socket(), network, range, via_agent, 16, true));
+        dels_retried(&env, &dels);
+        driver.join().expect("the driver")
+    });
+    for (pod, outcome) in released {
+        outcome.unwrap_or_else(|e| panic!("DEL {pod}: {e}"));
+    }
+    assert_eq!(env.allocations(network), BTreeMap::new());
+}
+
 /// The agent killed mid-burst: every ADD succeeds or fails with a CNI error JSON; after the
 /// runtime's DEL of the failed ones, the blocks hold exactly the successful ADDs; later calls
 /// go through the fallback.
