@@ -74,6 +74,7 @@ const BENCHMARKS: &[Benchmark] = &[
     ("ipam_memory", memory::ipam_memory),
     ("kubernetes", kubernetes::kubernetes),
     ("pods", pods::pods),
+    ("pods_agent", pods::pods_agent),
     ("ipam_concurrency", ipam::concurrency),
     ("ipam_fill", ipam::fill),
     ("agent_ipam", agent::agent_ipam),
@@ -98,6 +99,7 @@ pub fn run(args: &crate::BenchArgs) -> Result {
     let settings = Settings {
         runs: args.runs,
         warmup: WARMUP_RUNS,
+        e2e_pods: args.e2e_pods,
     };
     let binaries = Binaries {
         plexus: cmd::profile_dir(&target, "release").join("plexus"),
@@ -220,4 +222,6 @@ struct Settings {
     runs: u32,
     /// Untimed runs before them.
     warmup: u32,
+    /// Pods of the end-to-end benchmark with and without the agent.
+    e2e_pods: usize,
 }
