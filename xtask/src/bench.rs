@@ -14,10 +14,12 @@
 //! * [`memory`]: peak memory of one `plexus` ADD and DEL and of one `plexus-ipam` ADD;
 //! * [`kubernetes`]: the same pod with two NetworkAttachmentDefinitions on the API server, and
 //!   the API requests per ADD and DEL ([`audit`] reads them from the API server's audit log);
-//! * [`pods`]: pods per second attached end to end, 200 pods over 4 simulated nodes;
+//! * [`pods`]: pods per second attached end to end, 200 pods over 4 simulated nodes, and
+//!   (`pods_agent`) `--e2e-pods` pods over 8 nodes with and without the node agent;
 //! * [`ipam`]: `plexus-ipam`'s stores under concurrency and in a large, full pool;
 //! * [`agent`]: allocations through the node agent `plexusd` (group commit), 8 nodes with 1, 4
-//!   and 16 in flight, next to the raw one-write-per-allocation ceiling;
+//!   and 16 in flight, next to the raw one-write-per-allocation ceiling, and `plexus-ipam`
+//!   DEL/s with and without the agent;
 //! * [`sizes`]: each shipped binary's size, next to Multus's and Whereabouts's;
 //! * [`cycle`] runs one pod through `plexus` or its delegates directly, [`process`] runs one
 //!   process with its time and memory, [`lab`] is the node and its pods, [`report`] the figures.

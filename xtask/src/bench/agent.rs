@@ -9,6 +9,10 @@
 //! they carried. Next to it, in the same run, the one-write-per-allocation raw ceiling: the
 //! `store_bench` example's `raw` scenario (GET + replace on `resourceVersion` of each client's
 //! own `IPAMBlock`) with 8 and with 32 clients.
+//!
+//! Then DEL: the allocations of the 16-in-flight measurement released by real `plexus-ipam`
+//! processes (release build), 8 nodes x [`DEL_IN_FLIGHT`] at a time, half of them asking the
+//! nodes' agents and half with `agentSocket` naming a missing socket (the plugin alone).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
