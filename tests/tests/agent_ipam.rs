@@ -61,6 +61,11 @@ impl Env {
 
     /// Starts `plexus-ipam` `verb` for `pod` on `node` (container `ctr-<pod>`, `net1`).
     fn spawn(&self, node: &str, verb: &str, pod: &str, config: &Value) -> Child {
+        self.spawn_uid(node, verb, pod, &format!("uid-{pod}"), config)
+    }
+
+    /// [`Env::spawn`] for a pod of UID `uid`.
+    fn spawn_uid(&self, node: &str, verb: &str, pod: &str, uid: &str, config: &Value) -> Child {
         let bin = plexus_tests::plexus_bin_dir().join("plexus-ipam");
         let mut child = Command::new(&bin)
             .env_clear()
@@ -73,7 +78,7 @@ impl Env {
             .env("CNI_IFNAME", "net1")
             .env(
                 "CNI_ARGS",
-                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_UID=uid-{pod}"),
+                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_UID={uid}"),
             )
             .env("CNI_PATH", "/nonexistent")
             .stdin(Stdio::piped())
@@ -658,4 +663,82 @@ fn apiserver_lost_with_queued_allocations() {
         .collect();
     burst(&env, "DEL", &all).iter().for_each(Outcome::ok);
     assert_eq!(env.allocations("lost"), BTreeMap::new());
+}
+
+/// Housekeeping on a schedule: the agent's IPAM GC releases the allocation of a pod that does
+/// not exist and keeps the one of a pod that does; each run is counted, and the pool usage
+/// of the network is set.
+#[test]
+fn housekeeping_collects_gone_pods() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+    let Some(env) = Env::start() else { return };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "kept", "namespace": "default"},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "pause"}]}
+    }))
+    .expect("a pod");
+    let uid = runtime.block_on(async {
+        let api: Api<Pod> = Api::namespaced(env.cluster.admin_client(), "default");
+        let created = api
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create the pod");
+        created.metadata.uid.expect("a UID")
+    });
+    let socket = env.dir.path().join("run-hk/plexusd.sock");
+    let agent = Agent::start_with(
+        &plexus_tests::plexus_bin_dir().join("plexusd"),
+        "node-a",
+        &socket,
+        &env.hints(),
+        &env.dir.path().join("plexusd-hk.log"),
+        &[
+            "--housekeeping-interval-secs",
+            "1",
+            "--cache-dir",
+            env.dir.path().join("cache").to_str().expect("a path"),
+        ],
+    );
+    let conf = env.conf("hk", "10.72.0.0/24", agent.socket());
+    let kept = wait("kept", env.spawn_uid("node-a", "ADD", "kept", &uid, &conf));
+    let ghost = burst(&env, "ADD", &[("node-a", "ghost".into(), &conf)]);
+    kept.ok();
+    ghost[0].ok();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.allocations("hk").len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "GC released nothing: {}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = env.allocations("hk");
+    assert_eq!(
+        left.values().collect::<Vec<_>>(),
+        vec!["ctr-kept"],
+        "{left:?}"
+    );
+    let metrics = agent.metrics();
+    assert!(
+        plexus_tests::agent::metric_value(
+            &metrics,
+            "plexus_housekeeping_released_total{job=\"ipam-gc\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plexus_housekeeping_runs_total{job=\"cache-prune\",result=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plexus_ipam_pool_size{network=\"hk\"} 254"),
+        "{metrics}"
+    );
 }
