@@ -445,35 +445,10 @@ fn agent_killed_mid_burst() {
     let Some(env) = Env::start() else { return };
     let mut agent = env.agent("node-a");
     let conf = env.conf("killed", "10.64.0.0/24", agent.socket());
-    let children: Vec<(String, Child)> = (0..40)
-        .map(|i| {
-            let pod = format!("k{i}");
-            let child = env.spawn("node-a", "ADD", &pod, &conf);
-            (pod, child)
-        })
-        .collect();
+    let pods: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
     // Killed once the agent has written a few of them.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent.try_ping().is_none_or(|p| p.block_changes < 4) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    agent.kill();
-    let added: Vec<Outcome> = children
-        .into_iter()
-        .map(|(pod, child)| wait(&pod, child))
-        .collect();
-    let mut failed = Vec::new();
-    for o in &added {
-        if o.code != Some(0) {
-            assert!(
-                o.json["code"].as_u64().is_some() && o.json["msg"].is_string(),
-                "{} failed without a CNI error: {}",
-                o.pod,
-                o.stdout
-            );
-            failed.push(("node-a", o.pod.clone(), &conf));
-        }
-    }
+    let added = burst_with_fault(&env, &mut agent, &pods, &conf, 4, Agent::kill);
+    let failed = clean_failures(&added, &conf);
     eprintln!(
         "agent killed mid-burst: {} of 40 ADDs failed cleanly",
         failed.len()
@@ -536,6 +511,43 @@ fn burst_with_fault(
         .collect()
 }
 
+/// `count` more ADDs on node-a, all successful and through `agent` (its counters), their
+/// addresses added to `live`, which the blocks of `network` then hold exactly.
+fn served_again(
+    env: &Env,
+    agent: &Agent,
+    conf: &Value,
+    network: &str,
+    live: &mut BTreeMap<String, String>,
+    count: u64,
+) {
+    let before = agent.ping().block_changes;
+    let later: Vec<_> = (0..count)
+        .map(|i| ("node-a", format!("{network}-later{i}"), conf))
+        .collect();
+    let again = burst(env, "ADD", &later);
+    again.iter().for_each(Outcome::ok);
+    for (address, container) in unique(&again) {
+        assert!(
+            live.insert(address.clone(), container).is_none(),
+            "{address} twice"
+        );
+    }
+    assert_eq!(env.allocations(network), *live);
+    let after = agent.ping();
+    assert!(after.block_changes >= before + count, "{after:?}");
+}
+
+/// DEL of every pod of `live` (container → pod) on node-a: the blocks of `network` are empty.
+fn released_all(env: &Env, conf: &Value, network: &str, live: &BTreeMap<String, String>) {
+    let all: Vec<_> = live
+        .values()
+        .map(|c| ("node-a", c.trim_start_matches("ctr-").to_string(), conf))
+        .collect();
+    burst(env, "DEL", &all).iter().for_each(Outcome::ok);
+    assert_eq!(env.allocations(network), BTreeMap::new());
+}
+
 /// The agent restarted mid-burst: every ADD succeeds or fails cleanly, the blocks hold exactly
 /// the successful ones after the runtime's DEL of the others, later calls go through the new
 /// agent (not the fallback), the fallbacks taken meanwhile are counted by it, and DEL of all
@@ -560,24 +572,7 @@ fn agent_restarted_mid_use() {
     assert_eq!(env.allocations("restarted"), live);
 
     // Later calls go on, through the new agent.
-    let before = agent.ping().block_changes;
-    let later: Vec<_> = (0..8)
-        .map(|i| ("node-a", format!("later{i}"), &conf))
-        .collect();
-    let again = burst(&env, "ADD", &later);
-    again.iter().for_each(Outcome::ok);
-    for (address, container) in unique(&again) {
-        assert!(
-            live.insert(address.clone(), container).is_none(),
-            "{address} twice"
-        );
-    }
-    assert_eq!(env.allocations("restarted"), live);
-    assert!(
-        agent.ping().block_changes >= before + 8,
-        "{:?}",
-        agent.ping()
-    );
+    served_again(&env, &agent, &conf, "restarted", &mut live, 8);
     let metrics = agent.metrics();
     let served = plexus_tests::agent::metric_value(
         &metrics,
@@ -592,12 +587,7 @@ fn agent_restarted_mid_use() {
     eprintln!("fallbacks counted by the new agent: {fell_back}");
     assert!(metrics.contains("plexus_api_requests_total{verb=\"update\",status=\"success\"}"));
 
-    let all: Vec<_> = live
-        .values()
-        .map(|c| ("node-a", c.trim_start_matches("ctr-").to_string(), &conf))
-        .collect();
-    burst(&env, "DEL", &all).iter().for_each(Outcome::ok);
-    assert_eq!(env.allocations("restarted"), BTreeMap::new());
+    released_all(&env, &conf, "restarted", &live);
 }
 
 /// The API server lost (killed) while the agent holds queued allocations: every caller gets
@@ -633,36 +623,14 @@ fn apiserver_lost_with_queued_allocations() {
     assert_eq!(env.allocations("lost"), live);
 
     // The agent serves again.
-    let before = agent.ping().block_changes;
-    let later: Vec<_> = (0..4)
-        .map(|i| ("node-a", format!("back{i}"), &conf))
-        .collect();
-    let again = burst(&env, "ADD", &later);
-    again.iter().for_each(Outcome::ok);
-    for (address, container) in unique(&again) {
-        assert!(
-            live.insert(address.clone(), container).is_none(),
-            "{address} twice"
-        );
-    }
-    assert_eq!(env.allocations("lost"), live);
-    assert!(
-        agent.ping().block_changes >= before + 4,
-        "{:?}",
-        agent.ping()
-    );
+    served_again(&env, &agent, &conf, "lost", &mut live, 4);
     let failures = plexus_tests::agent::metric_value(
         &agent.metrics(),
         "plexus_api_requests_total{verb=\"update\",status=\"unreachable\"}",
     );
     eprintln!("block updates that found no API server: {failures}");
 
-    let all: Vec<_> = live
-        .values()
-        .map(|c| ("node-a", c.trim_start_matches("ctr-").to_string(), &conf))
-        .collect();
-    burst(&env, "DEL", &all).iter().for_each(Outcome::ok);
-    assert_eq!(env.allocations("lost"), BTreeMap::new());
+    released_all(&env, &conf, "lost", &live);
 }
 
 /// Housekeeping on a schedule: the agent's IPAM GC releases the allocation of a pod that does

@@ -59,6 +59,17 @@ struct Shape {
     agent: bool,
 }
 
+impl Shape {
+    /// What a run of this shape attaches, for a section's title.
+    fn describe(&self) -> String {
+        format!(
+            "{} pods over {} nodes ({} CNI calls at a time per node), bridge eth0 + NADs net1 \
+             (plexus-ipam, Kubernetes) and net2 (host-local)",
+            self.pods, self.nodes, self.per_node
+        )
+    }
+}
+
 /// The shape of the `pods` benchmark.
 const POD_SHAPE: Shape = Shape {
     pods: 200,
@@ -87,17 +98,10 @@ struct NodePod {
 pub(super) fn pods(binaries: &Binaries, _settings: &Settings) -> Result<Section> {
     let shape = &POD_SHAPE;
     let figures = end_to_end(binaries, shape, "")?;
-    let Shape {
-        pods,
-        nodes,
-        per_node,
-        ..
-    } = shape;
     Ok(Section::new(
         format!(
-            "End to end: {pods} pods over {nodes} nodes ({per_node} CNI calls at a time \
-             per node), bridge eth0 + NADs net1 (plexus-ipam, Kubernetes) and net2 (host-local); \
-             API requests per pod by program and kind"
+            "End to end: {}; API requests per pod by program and kind",
+            shape.describe()
         ),
         figures,
     ))
@@ -116,17 +120,11 @@ pub(super) fn pods_agent(binaries: &Binaries, settings: &Settings) -> Result<Sec
     let mut figures = end_to_end(binaries, &shape, "no_agent_")?;
     shape.agent = true;
     figures.extend(end_to_end(binaries, &shape, "agent_")?);
-    let Shape {
-        pods,
-        nodes,
-        per_node,
-        ..
-    } = shape;
     Ok(Section::new(
         format!(
-            "End to end with and without plexusd: {pods} pods over {nodes} nodes ({per_node} CNI \
-             calls at a time per node), bridge eth0 + NADs net1 (plexus-ipam, Kubernetes) and net2 \
-             (host-local); with the agent, one plexusd serves plexus-ipam on every simulated node"
+            "End to end with and without plexusd: {}; with the agent, one plexusd serves \
+             plexus-ipam on every simulated node",
+            shape.describe()
         ),
         figures,
     ))
