@@ -269,8 +269,8 @@ fn agent_and_plain_plugins_together() {
     assert_eq!(env.allocations("mixed"), live);
 }
 
-/// Allocations driven straight into the agent's socket, `in_flight` at a time, for pods
-/// `<prefix>0..count` of node-a: each pod's address, or why it failed.
+/// Allocations (or releases) driven straight into the agent's socket, `in_flight` at a time,
+/// for `pods` of node-a: each pod's address (empty for a release), or why it failed.
 fn through_socket(
     env: &Env,
     socket: &Path,
@@ -314,10 +314,21 @@ fn through_socket(
                         pod_uid: format!("uid-{pod}"),
                         node_name: "node-a".into(),
                     };
-                    let answer = if release {
-                        client.release(request).await.map(|r| r.map(|()| None))
-                    } else {
-                        client.allocate(request).await.map(|r| r.map(Some))
+                    // Asked again while the answer is code 11 (try again later: an API
+                    // call timed out on a busy machine), as a runtime does, at most 5 times.
+                    let mut tries = 0;
+                    let answer = loop {
+                        let request = request.clone();
+                        let answer = if release {
+                            client.release(request).await.map(|r| r.map(|()| None))
+                        } else {
+                            client.allocate(request).await.map(|r| r.map(Some))
+                        };
+                        tries += 1;
+                        match &answer {
+                            Ok(Err(e)) if e.code == 11 && tries < 5 => continue,
+                            _ => break answer,
+                        }
                     };
                     let outcome = match answer {
                         Err(e) => Err(e.to_string()),
