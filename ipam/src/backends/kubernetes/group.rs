@@ -195,7 +195,9 @@ impl GroupCommit {
                 "the block write carrying this request was abandoned".into(),
             ));
         }
-        let mut known = lock(&queue.known).take();
+        // A copy: readers meanwhile (a request's fast path) still find the block as last
+        // written, as a starting point, instead of reading it from the API server.
+        let mut known = lock(&queue.known).clone();
         self.commit(writer, &mut known, block, batch).await;
         *lock(&queue.known) = known;
         drop(turn);
