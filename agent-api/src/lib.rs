@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod fallbacks;
 
 pub use client::{AgentClient, AgentError};
 

@@ -3,6 +3,7 @@
 //! the container and interface given), and answered with what the plugin would print.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use plexus_agent_api::proto::ipam_server::Ipam;
 use plexus_agent_api::proto::{IpamReply, IpamRequest, PingReply, PingRequest};
@@ -14,6 +15,7 @@ use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
+use crate::metrics::Metrics;
 use crate::stores::Stores;
 
 /// The IPAM service of one node.
@@ -21,6 +23,7 @@ use crate::stores::Stores;
 pub struct IpamService {
     node: String,
     stores: Arc<Stores>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl IpamService {
@@ -29,6 +32,29 @@ impl IpamService {
         IpamService {
             node: node.to_string(),
             stores: Arc::new(Stores::new()),
+            metrics: None,
+        }
+    }
+
+    /// The service, serving from `stores` and counting its calls in `metrics`.
+    pub fn with(mut self, stores: Arc<Stores>, metrics: Arc<Metrics>) -> IpamService {
+        self.stores = stores;
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts a call of `verb` that began at `started` and ended with `outcome`, and the
+    /// addresses it handed out.
+    fn count(&self, verb: &str, started: Instant, outcome: &Result<Option<Value>, CniError>) {
+        let Some(metrics) = &self.metrics else { return };
+        let result = match outcome {
+            Ok(_) => "success".to_string(),
+            Err(e) => e.code.to_string(),
+        };
+        metrics.cni_call(verb, &result, started.elapsed());
+        if let Ok(Some(result)) = outcome {
+            let ips = result["ips"].as_array().map_or(0, Vec::len);
+            metrics.allocated(ips as u64);
         }
     }
 
@@ -103,9 +129,11 @@ impl Ipam for IpamService {
         let request = request.into_inner();
         debug!(container = %request.container_id, ifname = %request.ifname, "ADD");
         let calls = self.calls();
+        let started = Instant::now();
         let outcome = tokio::spawn(async move { calls.allocate(&request).await.map(Some) })
             .await
             .unwrap_or_else(|e| Err(panicked(e)));
+        self.count("ADD", started, &outcome);
         Ok(Response::new(IpamReply::of(outcome)))
     }
 
@@ -113,9 +141,11 @@ impl Ipam for IpamService {
         let request = request.into_inner();
         debug!(container = %request.container_id, ifname = %request.ifname, "DEL");
         let calls = self.calls();
+        let started = Instant::now();
         let outcome = tokio::spawn(async move { calls.release(&request).await.map(|()| None) })
             .await
             .unwrap_or_else(|e| Err(panicked(e)));
+        self.count("DEL", started, &outcome);
         Ok(Response::new(IpamReply::of(outcome)))
     }
 }

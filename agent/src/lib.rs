@@ -33,37 +33,43 @@
 //!
 //! # Serving `plexus`
 //!
-//! With a cluster to read (`KUBECONFIG`, else the in-cluster service account), the agent
-//! watches the pods of its node and every NetworkAttachmentDefinition ([`cache`]), seeded at
-//! start from the [`snapshot`] beside the socket, and serves `plexus` the pod and the NADs it
-//! names ([`pods`]; a pod missing or of another UID, and a NAD missing, read live), writes the
-//! network-status annotation for it (the PATCH answered once done), and queues the pod's
-//! [`events`]. `plexus` falls back to doing it all itself just as `plexus-ipam` does.
+//! With a cluster to read (`KUBECONFIG`, else the in-cluster service account, else the
+//! kubeconfig of `--plexus-config`), the agent watches the pods of its node and every
+//! NetworkAttachmentDefinition ([`cache`]), seeded at start from the [`snapshot`] beside the
+//! socket, and serves `plexus` the pod and the NADs it names ([`pods`]; a pod missing or of
+//! another UID, and a NAD missing, read live), writes the network-status annotation for it (the
+//! PATCH answered once done), and queues the pod's [`events`]. `plexus` falls back to doing it
+//! all itself just as `plexus-ipam` does. The devices of a NAD's `resourceName` are still
+//! looked up by `plexus` itself.
 //!
 //! # Hot-plug
 //!
-//! With `--plexus-config`, the agent watches the pods of its node and attaches and detaches the
-//! networks of a running pod when its networks annotation changes ([`hotplug`]).
+//! With `--plexus-config`, the same watch of the node's pods feeds [`hotplug`]: the agent
+//! attaches and detaches the networks of a running pod when its networks annotation changes.
 //!
-//! # Phase 2
+//! # Metrics and housekeeping
 //!
-//! Still to come (issue 13): Prometheus metrics (calls, API requests, batch sizes, pool usage,
-//! cache age, fallbacks), housekeeping (the IPAM GC of the node on a schedule, cache pruning),
-//! and the DaemonSet container in `examples/k3s` with the socket key written by `plexusctl
-//! install`. The devices of a NAD's `resourceName` are still looked up by `plexus` itself.
+//! Prometheus text on a localhost port ([`metrics`], `--metrics-address`): calls, API requests,
+//! group-commit batch sizes, pool usage, cache age, fallbacks. On a schedule
+//! ([`housekeeping`]) the agent runs the IPAM GC of its node and prunes `plexus`'s cache
+//! entries of containers that are gone.
 
 #![warn(missing_docs)]
 
 pub mod cache;
 pub mod events;
 pub mod hotplug;
+pub mod housekeeping;
 pub mod ipam;
+pub mod metrics;
+pub mod options;
 pub mod pods;
 pub mod snapshot;
 pub mod socket;
 pub mod stores;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use plexus_agent_api::proto::ipam_server::IpamServer;
 use plexus_agent_api::proto::pods_server::PodsServer;
@@ -71,6 +77,9 @@ pub use plexus_agent_api::DEFAULT_SOCKET;
 #[cfg(doc)]
 use plexus_ipam::backends::kubernetes::group::GroupCommit;
 use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::metrics::Metrics;
+pub use crate::options::Options;
 use tracing::info;
 
 /// Why the agent stopped.
@@ -86,24 +95,63 @@ pub enum AgentdError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics port could not be bound.
+    #[error("cannot serve the metrics on {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
     /// The server failed.
     #[error("serving failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
 
 /// Serves node `node` on the socket at `socket` until SIGTERM or SIGINT; removes the socket
-/// on the way out.
-pub async fn run(socket: &Path, node: &str) -> Result<(), AgentdError> {
+/// on the way out. Serves the metrics and runs housekeeping as `options` say.
+pub async fn run(socket: &Path, node: &str, options: &Options) -> Result<(), AgentdError> {
     plexus_ipam::backends::kubernetes::client::install_crypto_provider();
     let listener = socket::listen(socket)?;
+    let metrics = Arc::new(Metrics::new(socket.to_path_buf()));
+    Metrics::observe_api_calls(&metrics);
+    let stores = Arc::new(stores::Stores::new());
+    let batches = metrics.clone();
+    stores
+        .group()
+        .observe_writes(Box::new(move |changes| batches.batch(changes)));
+    if let Some(address) = options.metrics_address {
+        let metrics = metrics.clone();
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| AgentdError::Metrics(address, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(listener, metrics).await {
+                tracing::error!("serving the metrics failed: {e}");
+            }
+        });
+    }
+    if let Some(interval) = options.housekeeping_interval {
+        let housekeeping = housekeeping::Housekeeping {
+            node: node.to_string(),
+            stores: stores.clone(),
+            metrics: metrics.clone(),
+            cache_dir: options.cache_dir.clone(),
+        };
+        tokio::spawn(housekeeping.every(interval));
+    }
     info!(
         "plexusd {} serving node {node:?} on {}",
         env!("CARGO_PKG_VERSION"),
         socket.display()
     );
-    let pods = pods::PodsService::start(node, socket).await;
+    let pods = pods::PodsService::start(
+        node,
+        socket,
+        options.plexus_config.as_deref(),
+        options.hotplug,
+        metrics.clone(),
+    )
+    .await;
     let served = tonic::transport::Server::builder()
-        .add_service(IpamServer::new(ipam::IpamService::new(node)))
+        .add_service(IpamServer::new(
+            ipam::IpamService::new(node).with(stores, metrics),
+        ))
         .add_service(PodsServer::new(pods))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped())
         .await;

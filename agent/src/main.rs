@@ -21,6 +21,15 @@ struct Args {
     /// Hot-plug on this node (with `--plexus-config`); `false` turns it off.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     hotplug: bool,
+    /// Where to serve the Prometheus metrics (`/metrics`); `off` serves none.
+    #[arg(long, default_value = plexusd::metrics::DEFAULT_ADDRESS)]
+    metrics_address: String,
+    /// Seconds between housekeeping runs (IPAM GC of the node, cache pruning); 0: never.
+    #[arg(long, default_value_t = plexusd::housekeeping::DEFAULT_INTERVAL_SECS)]
+    housekeeping_interval_secs: u64,
+    /// plexus's attachment cache directory (its `cniDir`), pruned by housekeeping.
+    #[arg(long, default_value = plexus::config::DEFAULT_CNI_DIR)]
+    cache_dir: PathBuf,
     /// The log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -33,6 +42,24 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let node = args.node.unwrap_or_else(plexus_ipam::config::node_name);
+    let metrics_address = match args.metrics_address.as_str() {
+        "off" => None,
+        address => match address.parse() {
+            Ok(address) => Some(address),
+            Err(e) => {
+                eprintln!("plexusd: --metrics-address {address:?}: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
+    let options = plexusd::Options {
+        metrics_address,
+        housekeeping_interval: (args.housekeeping_interval_secs > 0)
+            .then(|| std::time::Duration::from_secs(args.housekeeping_interval_secs)),
+        cache_dir: args.cache_dir,
+        plexus_config: args.plexus_config,
+        hotplug: args.hotplug,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -40,11 +67,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let (Some(config), true) = (args.plexus_config, args.hotplug) {
-        let node = node.clone();
-        runtime.spawn(async move { plexusd::hotplug::run(&config, &node).await });
-    }
-    if let Err(e) = runtime.block_on(plexusd::run(&args.socket, &node)) {
+    if let Err(e) = runtime.block_on(plexusd::run(&args.socket, &node, &options)) {
         eprintln!("plexusd: {e}");
         std::process::exit(1);
     }

@@ -7,12 +7,14 @@
 //!
 //! Every name in a request is checked as a Kubernetes object name before it goes into a path.
 //! The agent reads the cluster with its own credentials: `KUBECONFIG` when set, else the
-//! in-cluster service account; without either it serves no pods and `plexus` falls back.
+//! in-cluster service account, else the kubeconfig of Plexus's configuration file
+//! (`--plexus-config`); without any it serves no pods and `plexus` falls back.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use futures::future::join_all;
+use plexus::config::PlexusConfig;
 use plexus::k8s::client::{KubeApi, KubeError, DEFAULT_TIMEOUT};
 use plexus::k8s::selection::{
     parse_default_network, parse_networks, DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION,
@@ -26,8 +28,9 @@ use plexus_cni::{CniError, ErrorCode};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-use crate::cache::{watch, Cache};
+use crate::cache::{read, watch, Cache};
 use crate::events::{Events, ADD_FAILED};
+use crate::metrics::Metrics;
 use crate::snapshot;
 
 /// The `Pods` service of one node.
@@ -36,21 +39,29 @@ pub struct PodsService {
     served: Option<Served>,
 }
 
-/// The cache and the Events, when the agent has a cluster to read.
+/// The cache, the Events and the metrics, when the agent has a cluster to read.
 #[derive(Debug, Clone)]
 struct Served {
     cache: Arc<Cache>,
     events: Events,
+    metrics: Arc<Metrics>,
 }
 
 impl PodsService {
     /// Starts serving node `node`: the client, the cache seeded from the snapshot beside
-    /// `socket`, the watches, the snapshot's writer and the Events' writer.
-    pub async fn start(node: &str, socket: &Path) -> PodsService {
-        let api = match connect().await {
+    /// `socket`, the watches, the snapshot's writer and the Events' writer. With Plexus's
+    /// configuration file `plexus_config` and `hotplug`, the pods' watch also feeds hot-plug.
+    pub async fn start(
+        node: &str,
+        socket: &Path,
+        plexus_config: Option<&Path>,
+        hotplug: bool,
+        metrics: Arc<Metrics>,
+    ) -> PodsService {
+        let api = match connect(plexus_config).await {
             Ok(Some(api)) => api,
             Ok(None) => {
-                info!("no KUBECONFIG and not in a cluster: plexus's pods are not served");
+                info!("no KUBECONFIG, not in a cluster and no --plexus-config naming one: plexus's pods are not served");
                 return PodsService { served: None };
             }
             Err(e) => {
@@ -61,11 +72,25 @@ impl PodsService {
         let path = snapshot::beside(socket);
         let (pods, nads) = snapshot::load(&path, node);
         let events = Events::new(api.client().clone(), node);
+        let reconciler = match plexus_config {
+            Some(config) if hotplug => {
+                crate::hotplug::start(config, api.clone(), events.clone(), node)
+            }
+            _ => None,
+        };
         let cache = Arc::new(Cache::new(api, node, pods, nads));
-        watch::spawn(cache.clone());
+        watch::spawn(cache.clone(), reconciler);
         snapshot::spawn_saver(path, cache.clone());
+        let pods_age = cache.clone();
+        metrics.track_cache("pods", Box::new(move || read(&pods_age.pods).age()));
+        let nads_age = cache.clone();
+        metrics.track_cache("nads", Box::new(move || read(&nads_age.nads).age()));
         PodsService {
-            served: Some(Served { cache, events }),
+            served: Some(Served {
+                cache,
+                events,
+                metrics,
+            }),
         }
     }
 
@@ -77,8 +102,9 @@ impl PodsService {
     }
 }
 
-/// The agent's own client: `KUBECONFIG`, else the in-cluster service account, else none.
-async fn connect() -> Result<Option<KubeApi>, KubeError> {
+/// The agent's own client: `KUBECONFIG`, else the in-cluster service account, else the
+/// kubeconfig that Plexus's configuration file `plexus_config` names, else none.
+async fn connect(plexus_config: Option<&Path>) -> Result<Option<KubeApi>, KubeError> {
     if let Some(path) = std::env::var_os("KUBECONFIG").filter(|p| !p.is_empty()) {
         return KubeApi::from_kubeconfig(Path::new(&path), DEFAULT_TIMEOUT)
             .await
@@ -87,7 +113,15 @@ async fn connect() -> Result<Option<KubeApi>, KubeError> {
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
         return KubeApi::in_cluster(DEFAULT_TIMEOUT).map(Some);
     }
-    Ok(None)
+    let configured = plexus_config
+        .and_then(|path| PlexusConfig::from_file(path).ok())
+        .and_then(|config| config.kubeconfig);
+    match configured {
+        Some(path) => KubeApi::from_kubeconfig(&path, DEFAULT_TIMEOUT)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
 }
 
 #[tonic::async_trait]
@@ -113,6 +147,8 @@ impl Pods for PodsService {
         let written = tokio::spawn(async move {
             let written = write_status(&served.cache, &request).await;
             if written.is_ok() {
+                let took = std::time::Duration::from_micros(request.add_micros);
+                served.metrics.cni_call("ADD", "success", took);
                 for a in &request.attachments {
                     served.events.added_interface(
                         &request.namespace,
@@ -144,6 +180,8 @@ impl Pods for PodsService {
                 error: Some((&e).into()),
             }));
         }
+        let took = std::time::Duration::from_micros(r.add_micros);
+        served.metrics.cni_call("ADD", "failure", took);
         served.events.warning(
             &r.namespace,
             &r.name,

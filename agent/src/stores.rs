@@ -19,6 +19,8 @@ pub struct Stores {
     group: Arc<GroupCommit>,
     clients: Mutex<HashMap<PathBuf, KubeClient>>,
     stores: Mutex<HashMap<String, Arc<KubeStore>>>,
+    /// The usable addresses of each network served, from its configuration's ranges.
+    sizes: std::sync::Mutex<HashMap<String, u128>>,
 }
 
 impl Stores {
@@ -42,6 +44,11 @@ impl Stores {
         else {
             return Ok(None);
         };
+        let size = config.ranges.iter().map(|r| r.usable_count()).sum();
+        self.sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(config.network_name.clone(), size);
         let options = kube_options(config);
         let key = format!("{}\n{namespace}\n{options:?}", kubeconfig.display());
         let mut stores = self.stores.lock().await;
@@ -53,6 +60,19 @@ impl Stores {
         let store = Arc::new(store);
         stores.insert(key, store.clone());
         Ok(Some(store))
+    }
+
+    /// Every store made so far.
+    pub async fn warm(&self) -> Vec<Arc<KubeStore>> {
+        self.stores.lock().await.values().cloned().collect()
+    }
+
+    /// The usable addresses of each network served so far.
+    pub fn network_sizes(&self) -> HashMap<String, u128> {
+        self.sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The client of the kubeconfig at `path`, made once.

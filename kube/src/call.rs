@@ -194,7 +194,8 @@ impl Connection {
         resource: impl Into<String>,
         call: impl Future<Output = kube::Result<T>>,
     ) -> Result<T, KubeError> {
-        match tokio::time::timeout(self.timeout, call).await {
+        let started = std::time::Instant::now();
+        let outcome = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(classify(&self.server, verb, resource.into(), e)),
             Err(_) => Err(KubeError::Timeout {
@@ -203,8 +204,51 @@ impl Connection {
                 resource: resource.into(),
                 timeout: self.timeout,
             }),
+        };
+        if let Some(observer) = OBSERVER.get() {
+            observer(verb, CallStatus::of(&outcome), started.elapsed());
+        }
+        outcome
+    }
+}
+
+/// How a call ended, as an observer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStatus {
+    /// The server answered with success.
+    Success,
+    /// The server answered with this error status.
+    Code(u16),
+    /// No answer within the timeout.
+    Timeout,
+    /// No connection, or it broke.
+    Unreachable,
+    /// Anything else (TLS, an undecodable answer).
+    Other,
+}
+
+impl CallStatus {
+    /// The status of `outcome`.
+    fn of<T>(outcome: &Result<T, KubeError>) -> CallStatus {
+        match outcome {
+            Ok(_) => CallStatus::Success,
+            Err(KubeError::Timeout { .. }) => CallStatus::Timeout,
+            Err(KubeError::Unreachable { .. }) => CallStatus::Unreachable,
+            Err(e) => e.status_code().map_or(CallStatus::Other, CallStatus::Code),
         }
     }
+}
+
+/// Sees every [`Connection::call`] of the process once it ended: its verb, its status and
+/// how long it took.
+pub type CallObserver = dyn Fn(&'static str, CallStatus, Duration) + Send + Sync;
+
+static OBSERVER: std::sync::OnceLock<Box<CallObserver>> = std::sync::OnceLock::new();
+
+/// Makes `observer` see every API call of this process from now on (a process has one
+/// observer, e.g. the node agent's metrics); `false` when one was set already.
+pub fn observe_calls(observer: Box<CallObserver>) -> bool {
+    OBSERVER.set(observer).is_ok()
 }
 
 /// Sorts a kube error into a [`KubeError`].

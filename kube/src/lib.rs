@@ -42,7 +42,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tower::{BoxError, ServiceBuilder};
 
-pub use call::{classify, KubeError};
+pub use call::{classify, observe_calls, CallObserver, CallStatus, KubeError};
 pub use errors::{error_chain, is_tls_error};
 use token_file::TokenFile;
 

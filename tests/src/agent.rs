@@ -14,6 +14,7 @@ pub struct Agent {
     child: Child,
     socket: PathBuf,
     log: PathBuf,
+    metrics_port: u16,
 }
 
 impl Agent {
@@ -69,12 +70,15 @@ impl Agent {
         let config = plexus_config.as_os_str();
         let args: [&std::ffi::OsStr; 2] = ["--plexus-config".as_ref(), config];
         let bin = crate::plexus_bin_dir().join("plexusd");
-        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (*k, v.as_ref())).collect();
         Agent::start_with(&bin, node, socket, hint_dir, log, &args, &env)
     }
 
     /// Starts binary `bin` with `args` added to the usual ones and `env` to its environment.
-    fn start_with(
+    /// Housekeeping is off unless `args` sets `--housekeeping-interval-secs`; the metrics are
+    /// on a free localhost port ([`Agent::metrics`]).
+    pub fn start_with(
         bin: &Path,
         node: &str,
         socket: &Path,
@@ -93,12 +97,19 @@ impl Agent {
             .append(true)
             .open(log)
             .expect("the agent's log file");
-        let child = Command::new(bin)
+        let metrics_port = free_port();
+        let mut command = Command::new(bin);
+        if !args.contains(&std::ffi::OsStr::new("--housekeeping-interval-secs")) {
+            command.args(["--housekeeping-interval-secs", "0"]);
+        }
+        let child = command
+            .args(args)
+            .arg("--metrics-address")
+            .arg(format!("127.0.0.1:{metrics_port}"))
             .arg("--socket")
             .arg(socket)
             .arg("--node")
             .arg(node)
-            .args(args)
             .env("NODE_NAME", node)
             .env("PLEXUS_IPAM_AFFINITY_DIR", hint_dir)
             .env_remove("KUBECONFIG")
@@ -112,6 +123,7 @@ impl Agent {
             child,
             socket: socket.to_path_buf(),
             log: log.to_path_buf(),
+            metrics_port,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while agent.try_ping().is_none() {
@@ -174,10 +186,51 @@ impl Agent {
         let _ = self.child.wait();
     }
 
+    /// The agent's metrics text (`GET /metrics`); panics when it does not answer.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .unwrap_or_else(|e| panic!("the agent's metrics port: {e}: {}", self.log_text()));
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .expect("ask for the metrics");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .expect("read the metrics");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The value of the metric line `name{labels}` (its first sample with exactly that
+    /// name and labels), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series)
+    }
+
     /// What the agent logged.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The value of `series` (a name and its labels, as written) in metrics `text`; 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A localhost TCP port free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 impl Drop for Agent {

@@ -61,6 +61,11 @@ impl Env {
 
     /// Starts `plexus-ipam` `verb` for `pod` on `node` (container `ctr-<pod>`, `net1`).
     fn spawn(&self, node: &str, verb: &str, pod: &str, config: &Value) -> Child {
+        self.spawn_uid(node, verb, pod, &format!("uid-{pod}"), config)
+    }
+
+    /// [`Env::spawn`] for a pod of UID `uid`.
+    fn spawn_uid(&self, node: &str, verb: &str, pod: &str, uid: &str, config: &Value) -> Child {
         let bin = plexus_tests::plexus_bin_dir().join("plexus-ipam");
         let mut child = Command::new(&bin)
             .env_clear()
@@ -73,7 +78,7 @@ impl Env {
             .env("CNI_IFNAME", "net1")
             .env(
                 "CNI_ARGS",
-                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_UID=uid-{pod}"),
+                format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod};K8S_POD_UID={uid}"),
             )
             .env("CNI_PATH", "/nonexistent")
             .stdin(Stdio::piped())
@@ -264,6 +269,185 @@ fn agent_and_plain_plugins_together() {
     assert_eq!(env.allocations("mixed"), live);
 }
 
+/// Allocations (or releases) driven straight into the agent's socket, `in_flight` at a time,
+/// for `pods` of node-a: each pod's address (empty for a release), or why it failed.
+fn through_socket(
+    env: &Env,
+    socket: &Path,
+    network: &str,
+    range: &str,
+    pods: Vec<String>,
+    in_flight: usize,
+    release: bool,
+) -> Vec<(String, Result<String, String>)> {
+    use plexus_agent_api::proto::IpamRequest;
+    use plexus_agent_api::AgentClient;
+    let config = json!({
+        "cniVersion": "1.0.0", "name": "net",
+        "ipam": {
+            "type": "plexus-ipam", "range": range, "network_name": network,
+            "kubernetes": {"kubeconfig": env.cluster.sa_kubeconfig(), "namespace": NS},
+        }
+    })
+    .to_string();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let client = AgentClient::connect(socket, Duration::from_secs(5))
+            .await
+            .expect("the agent");
+        let pods = std::sync::Arc::new(std::sync::Mutex::new(pods));
+        let mut tasks = Vec::new();
+        for _ in 0..in_flight {
+            let (mut client, pods, config) = (client.clone(), pods.clone(), config.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let Some(pod) = pods.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let request = IpamRequest {
+                        config_json: config.clone(),
+                        container_id: format!("ctr-{pod}"),
+                        ifname: "net1".into(),
+                        pod_namespace: "default".into(),
+                        pod_name: pod.clone(),
+                        pod_uid: format!("uid-{pod}"),
+                        node_name: "node-a".into(),
+                    };
+                    // Asked again while the answer is code 11 (try again later: an API
+                    // call timed out on a busy machine), as a runtime does, at most 5 times.
+                    let mut tries = 0;
+                    let answer = loop {
+                        let request = request.clone();
+                        let answer = if release {
+                            client.release(request).await.map(|r| r.map(|()| None))
+                        } else {
+                            client.allocate(request).await.map(|r| r.map(Some))
+                        };
+                        tries += 1;
+                        match &answer {
+                            Ok(Err(e)) if e.code == 11 && tries < 5 => continue,
+                            _ => break answer,
+                        }
+                    };
+                    let outcome = match answer {
+                        Err(e) => Err(e.to_string()),
+                        Ok(Err(e)) => Err(e.msg),
+                        Ok(Ok(result)) => Ok(result.map_or(String::new(), |r| {
+                            let address = r["ips"][0]["address"].as_str().unwrap_or("");
+                            address.split('/').next().unwrap_or("").to_string()
+                        })),
+                    };
+                    done.push((pod, outcome));
+                }
+                done
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("a driver task"));
+        }
+        all
+    })
+}
+
+/// Runs the DELs `calls` as a runtime does: again while one fails with code 11 (try again
+/// later, e.g. an API call that timed out on a busy machine), at most 5 times.
+fn dels_retried(env: &Env, calls: &[(&str, String, &Value)]) {
+    let mut left = calls.to_vec();
+    for _ in 0..5 {
+        let outcomes = burst(env, "DEL", &left);
+        let mut again = Vec::new();
+        for (call, o) in left.into_iter().zip(outcomes) {
+            if o.code != Some(0) {
+                assert_eq!(o.json["code"], 11, "{}: {}", o.pod, o.stdout);
+                again.push(call);
+            }
+        }
+        if again.is_empty() {
+            return;
+        }
+        left = again;
+    }
+    panic!("DELs still failing after 5 tries: {left:?}");
+}
+
+/// The mixed load under real load: 160 allocations driven into the agent's socket, 16 in
+/// flight, while rounds of plain `plexus-ipam` processes allocate on the same node and network
+/// (and another node's on the same network): every address unique, the blocks holding exactly
+/// the live allocations; then everything released, half of the agent's through plain DELs.
+#[test]
+fn agent_under_load_with_plain_plugins() {
+    let Some(env) = Env::start() else { return };
+    let agent = env.agent("node-a");
+    let (network, range) = ("loaded", "10.70.0.0/22");
+    let plain = env.conf(network, range, &env.dir.path().join("none.sock"));
+    let pods: Vec<String> = (0..160).map(|i| format!("load{i}")).collect();
+    let (driven, plain_added) = std::thread::scope(|scope| {
+        let driver =
+            scope.spawn(|| through_socket(&env, agent.socket(), network, range, pods, 16, false));
+        let mut plain_added = Vec::new();
+        for round in 0..3 {
+            let mut calls = Vec::new();
+            for i in 0..12 {
+                calls.push(("node-a", format!("r{round}-plain{i}"), &plain));
+            }
+            for i in 0..4 {
+                calls.push(("node-b", format!("r{round}-other{i}"), &plain));
+            }
+            plain_added.extend(burst(&env, "ADD", &calls));
+        }
+        (driver.join().expect("the driver"), plain_added)
+    });
+    plain_added.iter().for_each(Outcome::ok);
+    let mut live = unique(&plain_added);
+    for (pod, outcome) in &driven {
+        let address = outcome.as_ref().unwrap_or_else(|e| panic!("{pod}: {e}"));
+        let container = format!("ctr-{pod}");
+        assert!(
+            live.insert(address.clone(), container).is_none(),
+            "{address} handed out twice"
+        );
+    }
+    assert_eq!(live.len(), 160 + 48);
+    assert_eq!(env.allocations(network), live);
+    let ping = agent.ping();
+    eprintln!(
+        "under load: {} block writes carried {} changes ({} conflicts)",
+        ping.block_writes, ping.block_changes, ping.block_conflicts
+    );
+
+    // Everything released: the driven pods alternately through the agent and plain DELs.
+    let (via_agent, via_plain): (Vec<_>, Vec<_>) = driven
+        .iter()
+        .map(|(pod, _)| pod.clone())
+        .enumerate()
+        .partition(|(n, _)| n % 2 == 0);
+    let via_agent: Vec<String> = via_agent.into_iter().map(|(_, p)| p).collect();
+    let mut dels: Vec<(&str, String, &Value)> = via_plain
+        .into_iter()
+        .map(|(_, p)| ("node-a", p, &plain))
+        .collect();
+    for o in &plain_added {
+        let node = if o.pod.contains("other") {
+            "node-b"
+        } else {
+            "node-a"
+        };
+        dels.push((node, o.pod.clone(), &plain));
+    }
+    let released = std::thread::scope(|scope| {
+        let driver = scope
+            .spawn(|| through_socket(&env, agent.socket(), network, range, via_agent, 16, true));
+        dels_retried(&env, &dels);
+        driver.join().expect("the driver")
+    });
+    for (pod, outcome) in released {
+        outcome.unwrap_or_else(|e| panic!("DEL {pod}: {e}"));
+    }
+    assert_eq!(env.allocations(network), BTreeMap::new());
+}
+
 /// The agent killed mid-burst: every ADD succeeds or fails with a CNI error JSON; after the
 /// runtime's DEL of the failed ones, the blocks hold exactly the successful ADDs; later calls
 /// go through the fallback.
@@ -272,35 +456,10 @@ fn agent_killed_mid_burst() {
     let Some(env) = Env::start() else { return };
     let mut agent = env.agent("node-a");
     let conf = env.conf("killed", "10.64.0.0/24", agent.socket());
-    let children: Vec<(String, Child)> = (0..40)
-        .map(|i| {
-            let pod = format!("k{i}");
-            let child = env.spawn("node-a", "ADD", &pod, &conf);
-            (pod, child)
-        })
-        .collect();
+    let pods: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
     // Killed once the agent has written a few of them.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while agent.try_ping().is_none_or(|p| p.block_changes < 4) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    agent.kill();
-    let added: Vec<Outcome> = children
-        .into_iter()
-        .map(|(pod, child)| wait(&pod, child))
-        .collect();
-    let mut failed = Vec::new();
-    for o in &added {
-        if o.code != Some(0) {
-            assert!(
-                o.json["code"].as_u64().is_some() && o.json["msg"].is_string(),
-                "{} failed without a CNI error: {}",
-                o.pod,
-                o.stdout
-            );
-            failed.push(("node-a", o.pod.clone(), &conf));
-        }
-    }
+    let added = burst_with_fault(&env, &mut agent, &pods, &conf, 4, Agent::kill);
+    let failed = clean_failures(&added, &conf);
     eprintln!(
         "agent killed mid-burst: {} of 40 ADDs failed cleanly",
         failed.len()
@@ -315,4 +474,251 @@ fn agent_killed_mid_burst() {
     assert!(env
         .allocations("killed")
         .contains_key(&later[0].address().unwrap()));
+}
+
+/// Every outcome is a success or a clean CNI error (code and message); the failed ones, as
+/// the runtime's DELs would name them.
+fn clean_failures<'a>(
+    outcomes: &[Outcome],
+    conf: &'a Value,
+) -> Vec<(&'static str, String, &'a Value)> {
+    let mut failed = Vec::new();
+    for o in outcomes {
+        if o.code != Some(0) {
+            assert!(
+                o.json["code"].as_u64().is_some() && o.json["msg"].is_string(),
+                "{} failed without a CNI error: {}",
+                o.pod,
+                o.stdout
+            );
+            failed.push(("node-a", o.pod.clone(), conf));
+        }
+    }
+    failed
+}
+
+/// Starts ADDs of `pods` at once on node-a; waits until the agent has written `written`
+/// changes (or 30 s passed), then runs `fault`; returns the outcomes.
+fn burst_with_fault(
+    env: &Env,
+    agent: &mut Agent,
+    pods: &[String],
+    conf: &Value,
+    written: u64,
+    fault: impl FnOnce(&mut Agent),
+) -> Vec<Outcome> {
+    let children: Vec<(String, Child)> = pods
+        .iter()
+        .map(|pod| (pod.clone(), env.spawn("node-a", "ADD", pod, conf)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent.try_ping().is_none_or(|p| p.block_changes < written) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fault(agent);
+    children
+        .into_iter()
+        .map(|(pod, child)| wait(&pod, child))
+        .collect()
+}
+
+/// `count` more ADDs on node-a, all successful and through `agent` (its counters), their
+/// addresses added to `live`, which the blocks of `network` then hold exactly.
+fn served_again(
+    env: &Env,
+    agent: &Agent,
+    conf: &Value,
+    network: &str,
+    live: &mut BTreeMap<String, String>,
+    count: u64,
+) {
+    let before = agent.ping().block_changes;
+    let later: Vec<_> = (0..count)
+        .map(|i| ("node-a", format!("{network}-later{i}"), conf))
+        .collect();
+    let again = burst(env, "ADD", &later);
+    again.iter().for_each(Outcome::ok);
+    for (address, container) in unique(&again) {
+        assert!(
+            live.insert(address.clone(), container).is_none(),
+            "{address} twice"
+        );
+    }
+    assert_eq!(env.allocations(network), *live);
+    let after = agent.ping();
+    assert!(after.block_changes >= before + count, "{after:?}");
+}
+
+/// DEL of every pod of `live` (container → pod) on node-a: the blocks of `network` are empty.
+fn released_all(env: &Env, conf: &Value, network: &str, live: &BTreeMap<String, String>) {
+    let all: Vec<_> = live
+        .values()
+        .map(|c| ("node-a", c.trim_start_matches("ctr-").to_string(), conf))
+        .collect();
+    burst(env, "DEL", &all).iter().for_each(Outcome::ok);
+    assert_eq!(env.allocations(network), BTreeMap::new());
+}
+
+/// The agent restarted mid-burst: every ADD succeeds or fails cleanly, the blocks hold exactly
+/// the successful ones after the runtime's DEL of the others, later calls go through the new
+/// agent (not the fallback), the fallbacks taken meanwhile are counted by it, and DEL of all
+/// leaves nothing.
+#[test]
+fn agent_restarted_mid_use() {
+    let Some(env) = Env::start() else { return };
+    let mut agent = env.agent("node-a");
+    let conf = env.conf("restarted", "10.66.0.0/24", agent.socket());
+    let pods: Vec<String> = (0..32).map(|i| format!("s{i}")).collect();
+    let added = burst_with_fault(&env, &mut agent, &pods, &conf, 4, |agent| {
+        agent.kill();
+        *agent = env.agent("node-a");
+    });
+    let failed = clean_failures(&added, &conf);
+    eprintln!(
+        "agent restarted mid-burst: {} of 32 ADDs failed cleanly",
+        failed.len()
+    );
+    burst(&env, "DEL", &failed).iter().for_each(Outcome::ok);
+    let mut live = unique(&added);
+    assert_eq!(env.allocations("restarted"), live);
+
+    // Later calls go on, through the new agent.
+    served_again(&env, &agent, &conf, "restarted", &mut live, 8);
+    let metrics = agent.metrics();
+    let served = plexus_tests::agent::metric_value(
+        &metrics,
+        "plexus_cni_calls_total{verb=\"ADD\",result=\"success\"}",
+    );
+    assert!(served >= 8.0, "{metrics}");
+    let fell_back: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("plexus_fallbacks_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("fallbacks counted by the new agent: {fell_back}");
+    assert!(metrics.contains("plexus_api_requests_total{verb=\"update\",status=\"success\"}"));
+
+    released_all(&env, &conf, "restarted", &live);
+}
+
+/// The API server lost (killed) while the agent holds queued allocations: every caller gets
+/// an answer, a success only if the write holding its address succeeded (the blocks hold
+/// exactly the successes once the server is back), else a clean CNI error; nothing leaks
+/// after the runtime's DELs; the agent serves again once the server is back.
+#[test]
+fn apiserver_lost_with_queued_allocations() {
+    let Some(mut env) = Env::start() else { return };
+    let mut agent = env.agent("node-a");
+    let conf = env.conf("lost", "10.68.0.0/24", agent.socket());
+    let pods: Vec<String> = (0..32).map(|i| format!("l{i}")).collect();
+    let added = burst_with_fault(&env, &mut agent, &pods, &conf, 4, |_| {
+        env.cluster.kill_apiserver()
+    });
+    let failed = clean_failures(&added, &conf);
+    eprintln!(
+        "API server lost mid-burst: {} of 32 ADDs failed cleanly",
+        failed.len()
+    );
+    assert!(
+        failed.iter().all(|(_, pod, _)| {
+            let o = added.iter().find(|o| &o.pod == pod).expect("an outcome");
+            o.json["code"] == 11 || o.json["code"] == 121 || o.json["code"] == 5
+        }),
+        "{added:?}"
+    );
+    env.cluster
+        .start_apiserver_again()
+        .expect("the API server back");
+    burst(&env, "DEL", &failed).iter().for_each(Outcome::ok);
+    let mut live = unique(&added);
+    assert_eq!(env.allocations("lost"), live);
+
+    // The agent serves again.
+    served_again(&env, &agent, &conf, "lost", &mut live, 4);
+    let failures = plexus_tests::agent::metric_value(
+        &agent.metrics(),
+        "plexus_api_requests_total{verb=\"update\",status=\"unreachable\"}",
+    );
+    eprintln!("block updates that found no API server: {failures}");
+
+    released_all(&env, &conf, "lost", &live);
+}
+
+/// Housekeeping on a schedule: the agent's IPAM GC releases the allocation of a pod that does
+/// not exist and keeps the one of a pod that does; each run is counted, and the pool usage
+/// of the network is set.
+#[test]
+fn housekeeping_collects_gone_pods() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+    let Some(env) = Env::start() else { return };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "kept", "namespace": "default"},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "c", "image": "pause"}]}
+    }))
+    .expect("a pod");
+    let uid = runtime.block_on(async {
+        let api: Api<Pod> = Api::namespaced(env.cluster.admin_client(), "default");
+        let created = api
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create the pod");
+        created.metadata.uid.expect("a UID")
+    });
+    let socket = env.dir.path().join("run-hk/plexusd.sock");
+    let agent = Agent::start_with(
+        &plexus_tests::plexus_bin_dir().join("plexusd"),
+        "node-a",
+        &socket,
+        &env.hints(),
+        &env.dir.path().join("plexusd-hk.log"),
+        &[
+            "--housekeeping-interval-secs".as_ref(),
+            "1".as_ref(),
+            "--cache-dir".as_ref(),
+            env.dir.path().join("cache").as_os_str(),
+        ],
+        &[],
+    );
+    let conf = env.conf("hk", "10.72.0.0/24", agent.socket());
+    let kept = wait("kept", env.spawn_uid("node-a", "ADD", "kept", &uid, &conf));
+    let ghost = burst(&env, "ADD", &[("node-a", "ghost".into(), &conf)]);
+    kept.ok();
+    ghost[0].ok();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.allocations("hk").len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "GC released nothing: {}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = env.allocations("hk");
+    assert_eq!(
+        left.values().collect::<Vec<_>>(),
+        vec!["ctr-kept"],
+        "{left:?}"
+    );
+    let metrics = agent.metrics();
+    assert!(
+        plexus_tests::agent::metric_value(
+            &metrics,
+            "plexus_housekeeping_released_total{job=\"ipam-gc\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plexus_housekeeping_runs_total{job=\"cache-prune\",result=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plexus_ipam_pool_size{network=\"hk\"} 254"),
+        "{metrics}"
+    );
 }

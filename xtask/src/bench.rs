@@ -14,10 +14,12 @@
 //! * [`memory`]: peak memory of one `plexus` ADD and DEL and of one `plexus-ipam` ADD;
 //! * [`kubernetes`]: the same pod with two NetworkAttachmentDefinitions on the API server, and
 //!   the API requests per ADD and DEL ([`audit`] reads them from the API server's audit log);
-//! * [`pods`]: pods per second attached end to end, 200 pods over 4 simulated nodes;
+//! * [`pods`]: pods per second attached end to end, 200 pods over 4 simulated nodes, and
+//!   (`pods_agent`) `--e2e-pods` pods over 8 nodes with and without the node agent;
 //! * [`ipam`]: `plexus-ipam`'s stores under concurrency and in a large, full pool;
 //! * [`agent`]: allocations through the node agent `plexusd` (group commit), 8 nodes with 1, 4
-//!   and 16 in flight, next to the raw one-write-per-allocation ceiling;
+//!   and 16 in flight, next to the raw one-write-per-allocation ceiling, and `plexus-ipam`
+//!   DEL/s with and without the agent;
 //! * [`agent_kube`]: a Kubernetes ADD through `plexusd` and without it, next to its floor (a
 //!   warm PATCH plus a process start), and `plexusd`'s memory with 1,000 pods and 200 NADs
 //!   cached, before and after 10,000 cycles;
@@ -78,6 +80,7 @@ const BENCHMARKS: &[Benchmark] = &[
     ("ipam_memory", memory::ipam_memory),
     ("kubernetes", kubernetes::kubernetes),
     ("pods", pods::pods),
+    ("pods_agent", pods::pods_agent),
     ("ipam_concurrency", ipam::concurrency),
     ("ipam_fill", ipam::fill),
     ("agent_ipam", agent::agent_ipam),
@@ -104,6 +107,7 @@ pub fn run(args: &crate::BenchArgs) -> Result {
     let settings = Settings {
         runs: args.runs,
         warmup: WARMUP_RUNS,
+        e2e_pods: args.e2e_pods,
     };
     let binaries = Binaries {
         plexus: cmd::profile_dir(&target, "release").join("plexus"),
@@ -226,4 +230,6 @@ struct Settings {
     runs: u32,
     /// Untimed runs before them.
     warmup: u32,
+    /// Pods of the end-to-end benchmark with and without the agent.
+    e2e_pods: usize,
 }

@@ -66,12 +66,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
     /// Run only these benchmarks (repeatable): latency, memory, ipam_memory, kubernetes, pods,
-    /// ipam_concurrency, ipam_fill, agent_ipam, agent_kube, agent_memory, sizes.
+    /// pods_agent, ipam_concurrency, ipam_fill, agent_ipam, agent_kube, agent_memory, sizes.
     #[arg(long, value_name = "BENCHMARK")]
     pub only: Vec<String>,
     /// Use the release binaries already built instead of building them first.
     #[arg(long)]
     pub no_build: bool,
+    /// Pods of the end-to-end benchmark with and without the node agent (`pods_agent`).
+    #[arg(long, default_value_t = 1000)]
+    pub e2e_pods: usize,
 }
 
 fn main() {

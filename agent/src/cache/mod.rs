@@ -11,6 +11,7 @@ pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PartialObjectMeta;
@@ -95,6 +96,8 @@ pub struct Table<T> {
     listed: bool,
     /// Changes since the start, for the snapshot.
     changes: u64,
+    /// When the watch last delivered anything (an object, or the start or end of a list).
+    heard: Option<Instant>,
 }
 
 impl<T: Clone> Table<T> {
@@ -105,7 +108,13 @@ impl<T: Clone> Table<T> {
             listing: None,
             listed: false,
             changes: 0,
+            heard: None,
         }
+    }
+
+    /// How long ago the watch last delivered anything; `None` before its first event.
+    pub fn age(&self) -> Option<Duration> {
+        self.heard.map(|at| at.elapsed())
     }
 
     /// The entry of `key` and where it came from.
@@ -122,6 +131,7 @@ impl<T: Clone> Table<T> {
     pub fn apply(&mut self, event: kube::runtime::watcher::Event<Option<(Key, T)>>) {
         use kube::runtime::watcher::Event;
         self.changes += 1;
+        self.heard = Some(Instant::now());
         match event {
             Event::Apply(Some((k, v))) => {
                 self.entries.insert(k, v);

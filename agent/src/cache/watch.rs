@@ -13,9 +13,11 @@ use plexus_crds::NetworkAttachmentDefinition;
 use tracing::{info, warn};
 
 use super::{nad_json, write, Cache, Key, PodMeta, Table};
+use crate::hotplug::Reconciler;
 
-/// Starts both watches on the runtime.
-pub fn spawn(cache: Arc<Cache>) {
+/// Starts both watches on the runtime; each event of the pods' watch is also handed to
+/// `hotplug`, when it runs.
+pub fn spawn(cache: Arc<Cache>, hotplug: Option<Reconciler>) {
     let client = cache.api().client().clone();
     let pods: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
     let on_node = watcher::Config::default().fields(&format!("spec.nodeName={}", cache.node()));
@@ -26,6 +28,11 @@ pub fn spawn(cache: Arc<Cache>) {
         cache.clone(),
         |c| &c.pods,
         |p| PodMeta::of(&p),
+        move |event| {
+            if let Some(reconciler) = &hotplug {
+                crate::hotplug::feed(reconciler, event);
+            }
+        },
     ));
     let nads: Api<NetworkAttachmentDefinition> = Api::all(client);
     let stream = watcher(nads, watcher::Config::default()).default_backoff();
@@ -35,23 +42,26 @@ pub fn spawn(cache: Arc<Cache>) {
         cache,
         |c| &c.nads,
         |n| nad_json(&n),
+        |_| {},
     ));
 }
 
 /// Folds a watch's events into the table `table` of `cache`, each object turned into its entry
-/// by `entry`.
+/// by `entry`, after showing the event to `observe`.
 async fn fold<K, T: Clone>(
     what: &'static str,
     stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     cache: Arc<Cache>,
     table: fn(&Cache) -> &RwLock<Table<T>>,
     entry: fn(K) -> Option<(Key, T)>,
+    observe: impl Fn(&watcher::Event<K>),
 ) {
     let mut stream = std::pin::pin!(stream);
     let mut failing = false;
     while let Some(event) = stream.next().await {
         match event {
             Ok(event) => {
+                observe(&event);
                 let listed = matches!(event, watcher::Event::InitDone);
                 write(table(&cache)).apply(entries(event, entry));
                 if listed {

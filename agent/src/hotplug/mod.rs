@@ -4,9 +4,10 @@
 //! of the pod holds its network namespace and every attachment's exact configuration, and the
 //! work is done by `plexus::hotplug` through the same stages as ADD and DEL.
 //!
-//! The parts: `watch.rs` watches the node's pods and feeds the [`Reconciler`]
-//! (`reconciler.rs`), which plans, attaches, detaches and writes the status, and reports refusals
-//! and failures through a [`WarningSink`] (`warnings.rs`).
+//! The parts: the agent's watch of its node's pods (the one that keeps its cache) feeds the
+//! [`Reconciler`] through [`feed`] (`watch.rs`); the reconciler (`reconciler.rs`) plans,
+//! attaches, detaches and writes the status, and reports refusals and failures through a
+//! [`WarningSink`] (`warnings.rs`), Warning Events queued on the agent's [`Events`].
 //!
 //! Hot-plug runs when `plexusd` is given Plexus's CNI configuration file (`--plexus-config`). It
 //! is off for the node with `--hotplug false` or the configuration key `"hotplug": false`, and
@@ -21,47 +22,48 @@ use std::sync::Arc;
 
 use plexus::config::PlexusConfig;
 use plexus::hotplug::HotPlug;
-use plexus::k8s;
+use plexus::k8s::client::KubeApi;
 use plexus_cni::CniError;
+
+use crate::events::Events;
 
 pub use reconciler::{Reconciler, HOTPLUG_ANNOTATION};
 pub use warnings::{EventWarnings, PodKey, WarningSink};
-pub use watch::watch_pods;
+pub use watch::feed;
 
-/// Runs hot-plug for node `node` with Plexus's configuration file `plexus_config`, until the
-/// watch ends; logs why it does not run (no Kubernetes in the configuration, turned off).
-pub async fn run(plexus_config: &Path, node: &str) {
-    match start(plexus_config, node).await {
-        Ok(Some((client, reconciler))) => watch_pods(client, node, reconciler).await,
-        Ok(None) => {}
-        Err(e) => tracing::error!("hot-plug does not run: {}", e.msg),
+/// The reconciler of node `node`, hot-plugging with Plexus's configuration file `plexus_config`
+/// and the agent's client `api`, its warnings queued on `events`; `None` (and logged why) when
+/// hot-plug is off in the configuration or the file cannot be read.
+pub fn start(plexus_config: &Path, api: KubeApi, events: Events, node: &str) -> Option<Reconciler> {
+    match reconciler(plexus_config, api, events) {
+        Ok(Some(reconciler)) => {
+            tracing::info!("hot-plug watching the pods of node {node}");
+            Some(reconciler)
+        }
+        Ok(None) => {
+            tracing::info!(
+                "hot-plug is off (\"hotplug\": false in {})",
+                plexus_config.display()
+            );
+            None
+        }
+        Err(e) => {
+            tracing::error!("hot-plug does not run: {}", e.msg);
+            None
+        }
     }
 }
 
-/// The client and the reconciler, or `None` when hot-plug is off in the configuration.
-async fn start(
+/// The reconciler, or `None` when hot-plug is off in the configuration.
+fn reconciler(
     plexus_config: &Path,
-    node: &str,
-) -> Result<Option<(kube::Client, Reconciler)>, CniError> {
-    plexus::k8s::client::install_crypto_provider();
+    api: KubeApi,
+    events: Events,
+) -> Result<Option<Reconciler>, CniError> {
     let config = PlexusConfig::from_file(plexus_config)?;
     if !config.hotplug {
-        tracing::info!(
-            "hot-plug is off (\"hotplug\": false in {})",
-            plexus_config.display()
-        );
         return Ok(None);
     }
-    let Some(api) = k8s::connect(&config).await? else {
-        tracing::info!(
-            "hot-plug is off: {} names no Kubernetes",
-            plexus_config.display()
-        );
-        return Ok(None);
-    };
-    let client = api.client().clone();
-    let sink = Arc::new(EventWarnings::new(client.clone(), node));
-    let reconciler = Reconciler::start(HotPlug::new(config, api)?, sink);
-    tracing::info!("hot-plug watching the pods of node {node}");
-    Ok(Some((client, reconciler)))
+    let sink = Arc::new(EventWarnings::new(events));
+    Ok(Some(Reconciler::start(HotPlug::new(config, api)?, sink)))
 }

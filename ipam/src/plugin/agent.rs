@@ -73,7 +73,11 @@ async fn connect(config: &IpamConfig) -> Result<AgentClient, Unasked> {
 
 /// Logs why the plugin does the work itself (a missing socket only at debug level: running
 /// without an agent is a normal set-up).
-pub fn fell_back(verb: &str, why: &Unasked) {
+/// A failure to reach the agent is also recorded in its fallback log, which the agent counts.
+pub fn fell_back(config: &IpamConfig, verb: &str, why: &Unasked) {
+    if let Unasked::Unreachable(e) = why {
+        plexus_agent_api::fallbacks::record(&config.agent.socket, "plexus-ipam", verb, e);
+    }
     match why {
         Unasked::NotKubernetes => {}
         Unasked::Unreachable(AgentError::Missing(_)) => {

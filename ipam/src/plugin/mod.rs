@@ -82,7 +82,7 @@ impl Plugin for PlexusIpam {
             if claim.is_none() {
                 match agent::add(&config, &owner, req.version).await {
                     Ok(answer) => return answer.map(Answer::Written),
-                    Err(why) => agent::fell_back("ADD", &why),
+                    Err(why) => agent::fell_back(&config, "ADD", &why),
                 }
             }
             let store = open_store(&config).await?;
@@ -106,7 +106,7 @@ impl Plugin for PlexusIpam {
         block_on(async {
             match agent::del(&config, &owner, req.version).await {
                 Ok(answer) => return answer,
-                Err(why) => agent::fell_back("DEL", &why),
+                Err(why) => agent::fell_back(&config, "DEL", &why),
             }
             let store = open_store(&config).await?;
             del(&store, &config, &req.env.container_id, &req.env.ifname).await

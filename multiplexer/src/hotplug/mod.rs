@@ -30,10 +30,10 @@ use crate::config::PlexusConfig;
 use crate::devices::device_info;
 use crate::execute::{self, DelegateEnv};
 use crate::k8s::client::KubeApi;
-use crate::k8s::LazyApi;
 use crate::k8s::pod_networks::{self, PodInfo, PodRef};
 use crate::k8s::selection::{self, NETWORKS_ANNOTATION};
 use crate::k8s::status::{self, NetworkStatus};
+use crate::k8s::LazyApi;
 use crate::plan::{self, Naming, Plan, PlannedAttachment};
 use crate::record;
 

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use plexus_agent_api::proto::{Attachment, FailureRequest, NadRef, PodRequest, StatusRequest};
 use plexus_agent_api::{AgentClient, AgentError};
@@ -35,6 +35,8 @@ pub struct Agent {
     socket: std::path::PathBuf,
     connect_timeout: Duration,
     state: Mutex<State>,
+    /// When this ADD began, for the agent's metrics.
+    started: Instant,
 }
 
 /// Whether the agent was reached.
@@ -55,10 +57,21 @@ impl Agent {
             socket: config.agent_socket.clone(),
             connect_timeout: Duration::from_millis(config.agent_connect_timeout_ms),
             state: Mutex::new(State::Unasked),
+            started: Instant::now(),
         }
     }
 
-    /// The connection, made at the first call; an error when the agent is down.
+    /// Microseconds since this ADD began (since [`Agent::new`]).
+    fn elapsed_micros(&self) -> u64 {
+        self.started
+            .elapsed()
+            .as_micros()
+            .try_into()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The connection, made at the first call; an error when the agent is down (the fallback
+    /// logged and recorded once).
     async fn client(&self) -> Result<AgentClient, AgentError> {
         match &*self.state.lock().unwrap_or_else(|e| e.into_inner()) {
             State::Up(client) => return Ok((**client).clone()),
@@ -66,10 +79,12 @@ impl Agent {
             State::Unasked => {}
         }
         let connected = AgentClient::connect(&self.socket, self.connect_timeout).await;
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        *state = match &connected {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = match &connected {
             Ok(client) => State::Up(Box::new(client.clone())),
-            Err(_) => State::Down,
+            Err(e) => {
+                self.fell_back("ADD", e);
+                State::Down
+            }
         };
         connected
     }
@@ -85,7 +100,17 @@ impl Agent {
     /// Marks the agent down after a broken call, and logs the fallback.
     fn broke(&self, verb: &str, e: &AgentError) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Down;
-        fell_back(verb, e);
+        self.fell_back(verb, e);
+    }
+
+    /// Logs that this process does `verb` without the agent, and records it beside the socket
+    /// for the agent's metrics. The agent's absence (no socket) is logged at debug level.
+    fn fell_back(&self, verb: &str, why: &AgentError) {
+        match why {
+            AgentError::Missing(_) => debug!("{verb} without the node agent: {why}"),
+            _ => info!("{verb} without the node agent (fell back): {why}"),
+        }
+        plexus_agent_api::fallbacks::record(&self.socket, "plexus", verb, why);
     }
 
     /// The pod and the NADs it names, from the agent; `Err` when the agent was not reached (the
@@ -95,7 +120,7 @@ impl Agent {
         config: &PlexusConfig,
         pod: &PodRef,
     ) -> Result<Result<(PodInfo, Prefetched), CniError>, AgentError> {
-        let mut client = self.client().await.inspect_err(|e| fell_back("ADD", e))?;
+        let mut client = self.client().await?;
         let request = pod_request(config, pod);
         let reply = match client.get_pod(request).await {
             Ok(reply) => reply,
@@ -176,6 +201,7 @@ impl Agent {
             network_status: annotation,
             attachments,
             event_uid: pod.pod.uid.clone().unwrap_or_default(),
+            add_micros: self.elapsed_micros(),
         };
         match client.write_status(request).await {
             Ok(answer) => Ok(answer.map_err(|e| CniError {
@@ -215,6 +241,7 @@ impl Agent {
             ifname: failed.map(|f| f.0.to_string()).unwrap_or_default(),
             network: failed.map(|f| f.1.to_string()).unwrap_or_default(),
             message: error.msg.clone(),
+            add_micros: self.elapsed_micros(),
         };
         if let Err(e) = client.report_failure(request, REPORT_TIMEOUT).await {
             debug!("the failed ADD was not reported to the node agent: {e}");
@@ -257,15 +284,6 @@ fn strings(map: &Map<String, Value>) -> std::collections::HashMap<String, String
     map.iter()
         .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
         .collect()
-}
-
-/// Logs why `plexus` does the work itself (a missing socket only at debug level: running
-/// without an agent is a normal set-up).
-pub fn fell_back(verb: &str, why: &AgentError) {
-    match why {
-        AgentError::Missing(_) => debug!("{verb} without the node agent: {why}"),
-        _ => info!("{verb} without the node agent (fell back): {why}"),
-    }
 }
 
 #[cfg(test)]

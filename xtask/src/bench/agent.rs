@@ -9,16 +9,22 @@
 //! they carried. Next to it, in the same run, the one-write-per-allocation raw ceiling: the
 //! `store_bench` example's `raw` scenario (GET + replace on `resourceVersion` of each client's
 //! own `IPAMBlock`) with 8 and with 32 clients.
+//!
+//! Then DEL: the allocations of the 16-in-flight measurement released by real `plexus-ipam`
+//! processes (release build), 8 nodes x [`DEL_IN_FLIGHT`] at a time, half of them asking the
+//! nodes' agents and half with `agentSocket` naming a missing socket (the plugin alone).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use plexus_agent_api::proto::IpamRequest;
 use plexus_agent_api::AgentClient;
 use plexus_tests::agent::Agent;
 use plexus_tests::cluster::{LocalCluster, IPAM_NAMESPACE};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::ipam::{build_worker, run_worker};
+use super::process::{ProcessRun, Spawn};
 use super::report::{percentile, Figure, Section};
 use super::{Binaries, Settings};
 use crate::cmd::{self, Result};
@@ -33,7 +39,7 @@ const PER_NODE: usize = 64;
 const RAW_CLIENTS: [usize; 2] = [8, 32];
 
 /// The agent's IPAM figures and the raw ceiling, measured in the same run.
-pub(super) fn agent_ipam(_binaries: &Binaries, _settings: &Settings) -> Result<Section> {
+pub(super) fn agent_ipam(binaries: &Binaries, _settings: &Settings) -> Result<Section> {
     let plexusd = build_plexusd()?;
     let worker = build_worker()?;
     let apiserver = crate::apiserver::ensure()?;
@@ -111,6 +117,66 @@ pub(super) fn agent_ipam(_binaries: &Binaries, _settings: &Settings) -> Result<S
         }
         eprint!(".");
     }
+    // DEL of the last measurement's allocations, half through the agents, half without.
+    let last = IN_FLIGHT[IN_FLIGHT.len() - 1];
+    let network = format!("agent-bench-f{last}");
+    let config = |socket: &Path| {
+        json!({
+            "cniVersion": "1.0.0", "name": "bench", "type": "macvlan",
+            "ipam": {
+                "type": "plexus-ipam", "range": "10.0.0.0/16", "network_name": network,
+                "kubernetes": {"kubeconfig": cluster.sa_kubeconfig(), "namespace": IPAM_NAMESPACE},
+                "agentSocket": socket,
+            }
+        })
+    };
+    let pods = |node: usize| -> Vec<String> {
+        let mut pods = vec![format!("f{last}-n{node}-warmup")];
+        for slot in 0..last {
+            pods.extend((0..PER_NODE / last).map(|i| format!("f{last}-n{node}-s{slot}-{i}")));
+        }
+        pods
+    };
+    let no_agent = dir.path().join("no-agent/plexusd.sock");
+    for (variant, keep) in [("agent", 0), ("no_agent", 1)] {
+        let calls: Vec<Vec<(String, Value)>> = (0..NODES)
+            .map(|n| {
+                let socket = if keep == 0 {
+                    agents[n].socket()
+                } else {
+                    &no_agent
+                };
+                let conf = config(socket);
+                pods(n)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == keep)
+                    .map(|(_, pod)| (pod, conf.clone()))
+                    .collect()
+            })
+            .collect();
+        let run = dels(&binaries.plexus_ipam, &hints, &calls)?;
+        let who = if keep == 0 {
+            "with plexusd"
+        } else {
+            "without plexusd"
+        };
+        figures.push(Figure::value(
+            format!("agent_del_{variant}_per_s"),
+            format!("plexus-ipam DEL {who}, {NODES} nodes x {DEL_IN_FLIGHT} in flight: DEL/s"),
+            "del/s",
+            run.latencies.len() as f64 / run.wall.as_secs_f64(),
+        ));
+        let mut sorted = run.latencies.clone();
+        sorted.sort_by(f64::total_cmp);
+        figures.push(Figure::value(
+            format!("agent_del_{variant}_p99_ms"),
+            format!("plexus-ipam DEL {who}: p99"),
+            "ms",
+            percentile(&sorted, 99.0),
+        ));
+        eprint!(".");
+    }
     drop(agents);
     for clients in RAW_CLIENTS {
         let spec = json!({
@@ -143,6 +209,70 @@ pub(super) fn agent_ipam(_binaries: &Binaries, _settings: &Settings) -> Result<S
         ),
         figures,
     ))
+}
+
+/// DELs in flight per node (a kubelet tearing several pods down at once).
+const DEL_IN_FLIGHT: usize = 4;
+
+/// Runs `plexus-ipam` DEL of every node's `(pod, config)`, [`DEL_IN_FLIGHT`] processes at a
+/// time per node, all nodes at once.
+fn dels(plexus_ipam: &Path, hints: &Path, calls: &[Vec<(String, Value)>]) -> Result<Run> {
+    let started = Instant::now();
+    let latencies = std::sync::Mutex::new(Vec::new());
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (node, calls) in calls.iter().enumerate() {
+            let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            for _ in 0..DEL_IN_FLIGHT {
+                let (next, latencies, failures) = (next.clone(), &latencies, &failures);
+                scope.spawn(move || loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((pod, config)) = calls.get(n) else {
+                        return;
+                    };
+                    let env = [
+                        ("CNI_COMMAND", "DEL".to_string()),
+                        ("CNI_CONTAINERID", format!("ctr-{pod}")),
+                        ("CNI_NETNS", "/run/netns/plexus-bench-none".to_string()),
+                        ("CNI_IFNAME", "net1".to_string()),
+                        (
+                            "CNI_ARGS",
+                            format!(
+                                "K8S_POD_NAMESPACE=bench;K8S_POD_NAME={pod};K8S_POD_UID=uid-{pod}"
+                            ),
+                        ),
+                        ("CNI_PATH", "/nonexistent".to_string()),
+                        ("NODE_NAME", format!("node{node}")),
+                        ("PLEXUS_IPAM_AFFINITY_DIR", hints.display().to_string()),
+                    ];
+                    let run = ProcessRun::start(
+                        plexus_ipam,
+                        &env,
+                        config.to_string().as_bytes(),
+                        Spawn::Timed,
+                    )
+                    .and_then(|run| run.check(&format!("DEL of {pod}")).map(|()| run));
+                    match run {
+                        Ok(run) => lock(latencies).push(run.elapsed.as_secs_f64() * 1000.0),
+                        Err(e) => lock(failures).push(e.to_string()),
+                    }
+                });
+            }
+        }
+    });
+    let wall = started.elapsed();
+    if let Some(first) = lock(&failures).first() {
+        return Err(format!("DELs failed; first: {first}").into());
+    }
+    Ok(Run {
+        latencies: latencies.into_inner().unwrap_or_else(|e| e.into_inner()),
+        wall,
+    })
+}
+
+/// Locks a mutex, even one a panicked thread held.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What one measurement saw.

@@ -426,6 +426,7 @@ async fn cycle(client: &mut AgentClient, name: &str, uid: &str) -> std::result::
         network_status: Value::Array(Vec::new()).to_string(),
         attachments,
         event_uid: uid.into(),
+        add_micros: 0,
     };
     client
         .write_status(status)

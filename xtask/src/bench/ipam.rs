@@ -362,7 +362,11 @@ mod tests {
             plexus_ipam: PathBuf::new(),
             plugin_dir: PathBuf::new(),
         };
-        let settings = Settings { runs: 1, warmup: 0 };
+        let settings = Settings {
+            runs: 1,
+            warmup: 0,
+            e2e_pods: 0,
+        };
         let mut sections = vec![fill(&binaries, &settings).unwrap()];
         sections.push(concurrency(&binaries, &settings).unwrap());
         let report = super::super::Report {

@@ -3,7 +3,7 @@
 //! attached by `plexus` as the nodes' runtimes would call it, all at once.
 //!
 //! * **Nodes.** Each node is a "kubelet" in this process that attaches its 50 pods with
-//!   [`PER_NODE_PARALLEL`] CNI calls at a time (a kubelet's pod workers run sandboxes
+//!   2 CNI calls at a time (a kubelet's pod workers run sandboxes
 //!   concurrently too), with `NODE_NAME=node-<i>`, its own Plexus cache, and its own primary
 //!   network (the node's pod CIDR `10.10.<i>.0/24`, host-local). All four run together.
 //! * **Networks.** `net1` is `storage`: macvlan with `plexus-ipam` on the Kubernetes backend
@@ -44,12 +44,39 @@ use super::report::{percentile, Figure, Section, Spread};
 use super::{Binaries, Lab, Settings, CNI_VERSION, DELEGATE_TIMEOUT_SECONDS};
 use crate::cmd::{self, Result};
 
-/// Pods attached.
-const PODS: usize = 200;
-/// Simulated nodes; pod `n` is on node `n % NODES`.
-const NODES: usize = 4;
-/// CNI calls one node makes at a time.
-const PER_NODE_PARALLEL: usize = 2;
+/// How many pods, over how many nodes, how many calls at a time per node, and whether
+/// `plexus-ipam` asks a node agent.
+#[derive(Debug, Clone)]
+struct Shape {
+    /// Pods attached.
+    pods: usize,
+    /// Simulated nodes; pod `n` is on node `n % nodes`.
+    nodes: usize,
+    /// CNI calls one node makes at a time.
+    per_node: usize,
+    /// Whether `plexus-ipam` asks `plexusd` (one release-built agent serving every simulated
+    /// node on one socket); else its `agentSocket` names a missing socket.
+    agent: bool,
+}
+
+impl Shape {
+    /// What a run of this shape attaches, for a section's title.
+    fn describe(&self) -> String {
+        format!(
+            "{} pods over {} nodes ({} CNI calls at a time per node), bridge eth0 + NADs net1 \
+             (plexus-ipam, Kubernetes) and net2 (host-local)",
+            self.pods, self.nodes, self.per_node
+        )
+    }
+}
+
+/// The shape of the `pods` benchmark.
+const POD_SHAPE: Shape = Shape {
+    pods: 200,
+    nodes: 4,
+    per_node: 2,
+    agent: false,
+};
 /// The namespace of the pods and NetworkAttachmentDefinitions.
 const NAMESPACE: &str = "default";
 /// The label that marks the bench's pods.
@@ -69,12 +96,66 @@ struct NodePod {
 /// 200 pods over 4 simulated nodes, and their DEL; with p50/p99 per-pod latency and the API
 /// requests per pod of `plexus` and `plexus-ipam`.
 pub(super) fn pods(binaries: &Binaries, _settings: &Settings) -> Result<Section> {
+    let shape = &POD_SHAPE;
+    let figures = end_to_end(binaries, shape, "")?;
+    Ok(Section::new(
+        format!(
+            "End to end: {}; API requests per pod by program and kind",
+            shape.describe()
+        ),
+        figures,
+    ))
+}
+
+/// End to end with and without the node agent, in the same run: `--e2e-pods` pods (default
+/// 1,000) over 8 simulated nodes, 4 CNI calls at a time per node; first without the agent,
+/// then with one `plexusd` serving `plexus-ipam` on every node.
+pub(super) fn pods_agent(binaries: &Binaries, settings: &Settings) -> Result<Section> {
+    let mut shape = Shape {
+        pods: settings.e2e_pods,
+        nodes: 8,
+        per_node: 4,
+        agent: false,
+    };
+    let mut figures = end_to_end(binaries, &shape, "no_agent_")?;
+    shape.agent = true;
+    figures.extend(end_to_end(binaries, &shape, "agent_")?);
+    Ok(Section::new(
+        format!(
+            "End to end with and without plexusd: {}; with the agent, one plexusd serves \
+             plexus-ipam on every simulated node",
+            shape.describe()
+        ),
+        figures,
+    ))
+}
+
+/// One end-to-end run of `shape`: its figures, keys prefixed with `prefix`.
+fn end_to_end(binaries: &Binaries, shape: &Shape, prefix: &str) -> Result<Vec<Figure>> {
     let apiserver = crate::apiserver::ensure()?;
     let lab = &Lab::on_host(binaries)?;
     let cluster = &LocalCluster::start_with(&apiserver).map_err(|e| e as cmd::Error)?;
-    let configs = set_up_nodes(lab, cluster, binaries)?;
-    let pods = create_pods(lab, cluster)?;
     let affinity = lab.dir.path().join("affinity");
+    let agent = if shape.agent {
+        let plexusd = super::agent::build_plexusd()?;
+        let dir = lab.dir.path().join("agent");
+        Some(plexus_tests::agent::Agent::start_bin(
+            &plexusd,
+            "node-0",
+            &dir.join("plexusd.sock"),
+            &affinity,
+            &lab.dir.path().join("plexusd.log"),
+        ))
+    } else {
+        None
+    };
+    let socket = match &agent {
+        Some(agent) => agent.socket().to_path_buf(),
+        None => lab.dir.path().join("no-agent/plexusd.sock"),
+    };
+    let configs = set_up_nodes(lab, cluster, binaries, shape, &socket)?;
+    let pods = create_pods(lab, cluster, shape)?;
+    let count = shape.pods;
     // `Lab` stays on this thread; the workers get what they need of it.
     let (plexus, plugin_dir) = (&lab.plexus, &lab.plugin_dir);
 
@@ -88,34 +169,35 @@ pub(super) fn pods(binaries: &Binaries, _settings: &Settings) -> Result<Section>
         Ok(run.elapsed)
     };
 
-    let add = Phase::run(&pods, |pod| call("ADD", pod))?;
+    let add = Phase::run(&pods, shape, |pod| call("ADD", pod))?;
     eprintln!(
-        "  ADD: {PODS} pods in {:.2} s ({:.1} pods/s)",
+        "  ADD: {count} pods in {:.2} s ({:.1} pods/s)",
         add.wall.as_secs_f64(),
         add.pods_per_s()
     );
     check_attached(cluster, &pods)?;
-    let del = Phase::run(&pods, |pod| call("DEL", pod))?;
+    let del = Phase::run(&pods, shape, |pod| call("DEL", pod))?;
     eprintln!(
-        "  DEL: {PODS} pods in {:.2} s ({:.1} pods/s)",
+        "  DEL: {count} pods in {:.2} s ({:.1} pods/s)",
         del.wall.as_secs_f64(),
         del.pods_per_s()
     );
-    check_clean(lab, cluster, &pods)?;
+    check_clean(lab, cluster, &pods, shape)?;
+    drop(agent);
 
     let requests = settled_sa_requests_by_agent(cluster);
     let mut figures = Vec::new();
     for (phase, command) in [(&add, "ADD"), (&del, "DEL")] {
         let lower = command.to_ascii_lowercase();
         figures.push(Figure::value(
-            format!("{lower}_pods_per_s"),
+            format!("{prefix}{lower}_pods_per_s"),
             format!("{command}: pods/s, all nodes"),
             "pods/s",
             phase.pods_per_s(),
         ));
         figures.push(Figure::value(
-            format!("{lower}_wall_s"),
-            format!("{command}: wall time for {PODS} pods"),
+            format!("{prefix}{lower}_wall_s"),
+            format!("{command}: wall time for {count} pods"),
             "s",
             phase.wall.as_secs_f64(),
         ));
@@ -123,14 +205,14 @@ pub(super) fn pods(binaries: &Binaries, _settings: &Settings) -> Result<Section>
         sorted.sort_by(f64::total_cmp);
         for (p, name) in [(50.0, "p50"), (99.0, "p99")] {
             figures.push(Figure::value(
-                format!("{lower}_latency_{name}_ms"),
+                format!("{prefix}{lower}_latency_{name}_ms"),
                 format!("{command}: per-pod latency {name}"),
                 "ms",
                 percentile(&sorted, p),
             ));
         }
         figures.push(Figure::spread(
-            format!("{lower}_latency_ms"),
+            format!("{prefix}{lower}_latency_ms"),
             format!("{command}: per-pod latency"),
             "ms",
             Spread::of(&phase.latencies),
@@ -138,25 +220,18 @@ pub(super) fn pods(binaries: &Binaries, _settings: &Settings) -> Result<Section>
         let by_kind = requests_in(&requests, phase.window);
         let total: u32 = by_kind.values().sum();
         figures.push(Figure::value(
-            format!("{lower}_requests_per_pod"),
+            format!("{prefix}{lower}_requests_per_pod"),
             format!("{command}: API requests per pod"),
             "req",
-            f64::from(total) / PODS as f64,
+            f64::from(total) / count as f64,
         ));
         figures.extend(request_kind_figures(
-            &format!("{lower}_requests_per_pod"),
+            &format!("{prefix}{lower}_requests_per_pod"),
             by_kind,
-            PODS as f64,
+            count as f64,
         ));
     }
-    Ok(Section::new(
-        format!(
-            "End to end: {PODS} pods over {NODES} nodes ({PER_NODE_PARALLEL} CNI calls at a time \
-             per node), bridge eth0 + NADs net1 (plexus-ipam, Kubernetes) and net2 (host-local); \
-             API requests per pod by program and kind"
-        ),
-        figures,
-    ))
+    Ok(figures)
 }
 
 /// One phase (every pod's ADD, or every DEL): its wall time, each pod's latency (ms) and its
@@ -168,11 +243,16 @@ struct Phase {
 }
 
 impl Phase {
-    /// Runs `call` on every pod: one "kubelet" per node, each with [`PER_NODE_PARALLEL`]
-    /// workers taking its pods in order; all at once.
-    fn run(pods: &[NodePod], call: impl Fn(&NodePod) -> Result<Duration> + Sync) -> Result<Phase> {
-        let next: Vec<AtomicUsize> = (0..NODES).map(|_| AtomicUsize::new(0)).collect();
-        let by_node: Vec<Vec<&NodePod>> = (0..NODES)
+    /// Runs `call` on every pod: one "kubelet" per node, each with `shape.per_node` workers
+    /// taking its pods in order; all at once.
+    fn run(
+        pods: &[NodePod],
+        shape: &Shape,
+        call: impl Fn(&NodePod) -> Result<Duration> + Sync,
+    ) -> Result<Phase> {
+        let nodes = shape.nodes;
+        let next: Vec<AtomicUsize> = (0..nodes).map(|_| AtomicUsize::new(0)).collect();
+        let by_node: Vec<Vec<&NodePod>> = (0..nodes)
             .map(|node| pods.iter().filter(|p| p.node == node).collect())
             .collect();
         let latencies = Mutex::new(Vec::with_capacity(pods.len()));
@@ -180,8 +260,8 @@ impl Phase {
         let start = epoch_micros(SystemTime::now());
         let started = Instant::now();
         std::thread::scope(|scope| {
-            for worker in 0..NODES * PER_NODE_PARALLEL {
-                let node = worker % NODES;
+            for worker in 0..nodes * shape.per_node {
+                let node = worker % nodes;
                 let (next, mine) = (&next[node], &by_node[node]);
                 let (latencies, failures, call) = (&latencies, &failures, &call);
                 scope.spawn(move || loop {
@@ -226,14 +306,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Writes each node's primary network and Plexus configuration, links `plexus-ipam` into the
 /// delegates' bin directory, and creates the two NetworkAttachmentDefinitions; returns each
 /// node's Plexus configuration.
-fn set_up_nodes(lab: &Lab, cluster: &LocalCluster, binaries: &Binaries) -> Result<Vec<Value>> {
+fn set_up_nodes(
+    lab: &Lab,
+    cluster: &LocalCluster,
+    binaries: &Binaries,
+    shape: &Shape,
+    agent_socket: &Path,
+) -> Result<Vec<Value>> {
     let dir = lab.dir.path();
     let bin = dir.join("bin");
     fs::create_dir_all(&bin)?;
     symlink(&binaries.plexus_ipam, bin.join("plexus-ipam"))?;
     let kubeconfig = cluster.sa_kubeconfig();
     let mut configs = Vec::new();
-    for node in 0..NODES {
+    for node in 0..shape.nodes {
         let node_dir = dir.join(format!("node-{node}"));
         fs::create_dir_all(&node_dir)?;
         let primary = json!({
@@ -262,7 +348,8 @@ fn set_up_nodes(lab: &Lab, cluster: &LocalCluster, binaries: &Binaries) -> Resul
         macvlan(
             "storage",
             json!({"type": "plexus-ipam", "range": "10.20.0.0/16",
-                   "kubernetes": {"kubeconfig": kubeconfig, "namespace": IPAM_NAMESPACE}}),
+                   "kubernetes": {"kubeconfig": kubeconfig, "namespace": IPAM_NAMESPACE},
+                   "agentSocket": agent_socket}),
         ),
         macvlan(
             "backup",
@@ -289,17 +376,18 @@ fn set_up_nodes(lab: &Lab, cluster: &LocalCluster, binaries: &Binaries) -> Resul
     })
 }
 
-/// Creates the [`PODS`] pods, annotated with both networks, and a sandbox for each.
-fn create_pods(lab: &Lab, cluster: &LocalCluster) -> Result<Vec<NodePod>> {
+/// Creates the shape's pods, annotated with both networks, and a sandbox for each.
+fn create_pods(lab: &Lab, cluster: &LocalCluster, shape: &Shape) -> Result<Vec<NodePod>> {
+    let nodes = shape.nodes;
     let created: Vec<(String, String)> = block_on(async {
         let api: Api<k8s::Pod> = Api::namespaced(cluster.admin_client(), NAMESPACE);
         let mut created = Vec::new();
-        for n in 0..PODS {
+        for n in 0..shape.pods {
             let name = format!("e2e-{n}");
             let mut pod = annotated_pod(&name, "storage,backup");
             pod.metadata.labels = Some([(LABEL.0.to_string(), LABEL.1.to_string())].into());
             if let Some(spec) = pod.spec.as_mut() {
-                spec.node_name = Some(format!("node-{}", n % NODES));
+                spec.node_name = Some(format!("node-{}", n % nodes));
             }
             let pod = api
                 .create(&PostParams::default(), &pod)
@@ -314,7 +402,7 @@ fn create_pods(lab: &Lab, cluster: &LocalCluster) -> Result<Vec<NodePod>> {
         .enumerate()
         .map(|(n, (name, uid))| {
             Ok(NodePod {
-                node: n % NODES,
+                node: n % nodes,
                 sandbox: lab.fresh_kube_pod(NAMESPACE, &name, &uid)?,
             })
         })
@@ -376,7 +464,7 @@ fn check_attached(cluster: &LocalCluster, pods: &[NodePod]) -> Result {
 
 /// Checks that DEL left nothing: no interface but `lo` in any pod, no cache entry, no
 /// host-local reservation, no allocation in any IPAMBlock.
-fn check_clean(lab: &Lab, cluster: &LocalCluster, pods: &[NodePod]) -> Result {
+fn check_clean(lab: &Lab, cluster: &LocalCluster, pods: &[NodePod], shape: &Shape) -> Result {
     for pod in pods {
         let links = plexus::links::links(Some(&pod.sandbox.netns))?;
         if let Some(left) = links.iter().find(|l| l.name != "lo") {
@@ -384,7 +472,7 @@ fn check_clean(lab: &Lab, cluster: &LocalCluster, pods: &[NodePod]) -> Result {
         }
     }
     let dir = lab.dir.path();
-    let mut stores: Vec<PathBuf> = (0..NODES)
+    let mut stores: Vec<PathBuf> = (0..shape.nodes)
         .flat_map(|node| {
             let node_dir = dir.join(format!("node-{node}"));
             [node_dir.join("cache"), node_dir.join("ipam")]

@@ -125,7 +125,11 @@ pub struct GroupCommit {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     slow_paths: Mutex<HashMap<std::path::PathBuf, Arc<SlowPath>>>,
     stats: GroupStats,
+    on_write: std::sync::OnceLock<Box<WriteObserver>>,
 }
+
+/// Sees the number of changes each successful block write carried.
+pub type WriteObserver = dyn Fn(usize) + Send + Sync;
 
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +148,12 @@ impl GroupCommit {
     /// The counters.
     pub fn stats(&self) -> &GroupStats {
         &self.stats
+    }
+
+    /// Makes `observer` see every successful block write from now on (one observer; `false`
+    /// when one was set already).
+    pub fn observe_writes(&self, observer: Box<WriteObserver>) -> bool {
+        self.on_write.set(observer).is_ok()
     }
 
     /// The slow-path turns of the pool whose hint file is `hints` (one pool of one node).
@@ -185,7 +195,9 @@ impl GroupCommit {
                 "the block write carrying this request was abandoned".into(),
             ));
         }
-        let mut known = lock(&queue.known).take();
+        // A copy: readers meanwhile (a request's fast path) still find the block as last
+        // written, as a starting point, instead of reading it from the API server.
+        let mut known = lock(&queue.known).clone();
         self.commit(writer, &mut known, block, batch).await;
         *lock(&queue.known) = known;
         drop(turn);
@@ -252,6 +264,9 @@ impl GroupCommit {
                     let changed = outcomes.iter().filter(|o| changes(o)).count() as u64;
                     self.stats.writes.fetch_add(1, Ordering::Relaxed);
                     self.stats.changes.fetch_add(changed, Ordering::Relaxed);
+                    if let Some(observer) = self.on_write.get() {
+                        observer(changed as usize);
+                    }
                     *known = Some(written);
                     return answer(batch, outcomes);
                 }
