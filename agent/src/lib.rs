@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod ipam;
+pub mod probe;
 pub mod socket;
 pub mod stores;
 

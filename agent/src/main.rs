@@ -14,6 +14,9 @@ struct Args {
     /// This node's name (default: `NODE_NAME`, else the host name).
     #[arg(long)]
     node: Option<String>,
+    /// Only ask the agent on --socket for `Ping` and exit 0 if it answers (a liveness check).
+    #[arg(long)]
+    probe: bool,
     /// The log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -33,6 +36,16 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if args.probe {
+        match runtime.block_on(plexusd::probe::probe(&args.socket)) {
+            Ok(answer) => println!("plexusd answers: {answer}"),
+            Err(e) => {
+                eprintln!("plexusd --probe: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if let Err(e) = runtime.block_on(plexusd::run(&args.socket, &node)) {
         eprintln!("plexusd: {e}");
         std::process::exit(1);
