@@ -31,24 +31,39 @@ impl Agent {
 
     /// As [`Agent::start`], with the binary `bin` (a release build, for benchmarks).
     pub fn start_bin(bin: &Path, node: &str, socket: &Path, hint_dir: &Path, log: &Path) -> Agent {
+        let mut command = Agent::command(bin, node, socket, log);
+        command.env("PLEXUS_IPAM_AFFINITY_DIR", hint_dir);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        Agent::adopt(child, socket, log)
+    }
+
+    /// The command that starts `plexusd` (the binary `bin`) for `node` on `socket`, logging to
+    /// `log`.
+    pub fn command(bin: &Path, node: &str, socket: &Path, log: &Path) -> Command {
         assert!(
             bin.exists(),
             "{} is missing: run `cargo build --workspace --bins` first",
             bin.display()
         );
         let stderr = std::fs::File::create(log).expect("the agent's log file");
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("--socket")
             .arg(socket)
             .arg("--node")
             .arg(node)
             .env("NODE_NAME", node)
-            .env("PLEXUS_IPAM_AFFINITY_DIR", hint_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            .stderr(stderr);
+        command
+    }
+
+    /// The agent `child` started (by [`Agent::command`], perhaps in another namespace),
+    /// reachable from here at `socket`, logging to `log`; waits until it answers.
+    pub fn adopt(child: Child, socket: &Path, log: &Path) -> Agent {
         let agent = Agent {
             child,
             socket: socket.to_path_buf(),
@@ -74,16 +89,7 @@ impl Agent {
 
     /// The agent's answer to `Ping` (its counters), if it answers.
     pub fn try_ping(&self) -> Option<PingReply> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        runtime.block_on(async {
-            let mut client = AgentClient::connect(&self.socket, Duration::from_millis(500))
-                .await
-                .ok()?;
-            client.ping().await.ok()
-        })
+        ping(&self.socket)
     }
 
     /// The agent's answer to `Ping`; panics when it does not answer.
@@ -108,4 +114,18 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The answer to `Ping` (the counters) of the agent listening on `socket`, if one answers.
+pub fn ping(socket: &Path) -> Option<PingReply> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let mut client = AgentClient::connect(socket, Duration::from_millis(500))
+            .await
+            .ok()?;
+        client.ping().await.ok()
+    })
 }

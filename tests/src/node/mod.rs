@@ -54,6 +54,7 @@
 //! settings, and fails if any of these was left or changed. [`shared`] gives the tests of one
 //! binary a single node, stopped at exit.
 
+mod agent;
 mod binaries;
 mod control_plane;
 mod daemonset;
