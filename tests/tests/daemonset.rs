@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use plexus_tests::agent;
 use plexus_tests::node::{self, Install, KubeNode, NAMESPACE, PRIMARY_SUBNET, SYSTEM_NAMESPACE};
 use plexus_tests::root_or_skip;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// How long pods and the DaemonSet get to reach Running, and the token to reach the node.
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -71,21 +71,9 @@ fn token_accepted(node: &KubeNode, token: &str) -> bool {
     }
 }
 
-/// A copy of the example pod asking for both networks in the short form, named `name`.
-fn short_form_pod(node: &KubeNode, name: &str) -> Value {
-    let mut pod = node
-        .example_objects("pods/example-pod.yaml")
-        .unwrap()
-        .into_iter()
-        .find(|o| o["metadata"]["name"] == "plexus-demo-short")
-        .unwrap();
-    pod["metadata"]["name"] = json!(name);
-    pod
-}
-
 /// Creates a pod asking for both example networks and checks that it attaches to both.
 fn a_new_pod_attaches(node: &KubeNode, name: &str) {
-    node.apply(&[short_form_pod(node, name)]).unwrap();
+    node.apply(&[node.short_form_pod(name).unwrap()]).unwrap();
     let took = node
         .wait_running(&[name.to_string()], TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -234,19 +222,8 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
         killed.elapsed().as_secs_f64()
     );
     assert_eq!(std::fs::read(&conflist).unwrap(), conflist_before);
-    let restarts = node
-        .kubectl(&[
-            "get",
-            "pods",
-            "-n",
-            SYSTEM_NAMESPACE,
-            "-l",
-            "app=plexus",
-            "-o",
-            "jsonpath={.items[0].status.containerStatuses[?(@.name==\"plexusd\")].restartCount}",
-        ])
-        .unwrap();
-    assert_eq!(restarts.trim(), "1", "plexusd restarted once");
+    let restarts = node.daemonset_restarts("plexusd").unwrap();
+    assert_eq!(restarts, [1], "plexusd restarted once");
 
     // Token rotation: a new Secret, a new token; the --watch container brings it to the node.
     let old = node_token(&node);

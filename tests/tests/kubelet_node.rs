@@ -225,18 +225,6 @@ fn a_pod_whose_network_is_missing_does_not_start_and_its_events_say_why() {
     node.force_delete_all_pods().unwrap();
 }
 
-/// The example pod asking for both networks in the short form, named `name`.
-fn short_form_pod(node: &SharedNode, name: &str) -> Value {
-    let mut pod = node
-        .example_objects("pods/example-pod.yaml")
-        .unwrap()
-        .into_iter()
-        .find(|o| o["metadata"]["name"] == "plexus-demo-short")
-        .unwrap();
-    pod["metadata"]["name"] = json!(name);
-    pod
-}
-
 /// Waits until plexus-ipam holds no allocation.
 fn wait_no_allocations(node: &SharedNode) {
     let started = Instant::now();
@@ -259,7 +247,8 @@ fn with_the_node_agent_addresses_go_through_it_and_without_it_the_plugin_falls_b
     assert_eq!(before.node, node::NODE_NAME);
 
     // With the agent: both plexus-ipam networks of the pod are allocated by it.
-    node.apply(&[short_form_pod(&node, "agent-on")]).unwrap();
+    node.apply(&[node.short_form_pod("agent-on").unwrap()])
+        .unwrap();
     let took = node
         .wait_running(&["agent-on".to_string()], RUNNING_TIMEOUT)
         .unwrap();
@@ -297,7 +286,8 @@ fn with_the_node_agent_addresses_go_through_it_and_without_it_the_plugin_falls_b
     agent.kill();
     assert!(node.agent_socket().exists(), "the dead agent's socket");
     assert!(agent.try_ping().is_none());
-    node.apply(&[short_form_pod(&node, "agent-off")]).unwrap();
+    node.apply(&[node.short_form_pod("agent-off").unwrap()])
+        .unwrap();
     let took = node
         .wait_running(&["agent-off".to_string()], RUNNING_TIMEOUT)
         .unwrap();

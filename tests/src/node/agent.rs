@@ -3,15 +3,46 @@
 //! listening on the node's `/run/plexus/plexusd.sock`, the socket `plexusctl install` writes
 //! into the conflist (`agentSocket`) and `plexus-ipam` asks by default.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use plexus_agent_api::DEFAULT_SOCKET;
 
 use super::{mounts, KubeNode, Result, NODE_NAME};
 use crate::agent::Agent;
 
+/// Where the node agent serves its Prometheus metrics, on the node's loopback.
+pub const AGENT_METRICS_ADDRESS: &str = "127.0.0.1:9883";
+
 impl KubeNode {
+    /// The node agent's Prometheus text (`GET /metrics` on [`AGENT_METRICS_ADDRESS`] in the
+    /// node's network namespace); `None` when nothing listens there.
+    pub fn agent_metrics(&self) -> Result<Option<String>> {
+        self.thread.run(|| -> Result<Option<String>> {
+            let address = AGENT_METRICS_ADDRESS.parse()?;
+            let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1))
+            else {
+                return Ok(None);
+            };
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                stream,
+                "GET /metrics HTTP/1.0\r\nHost: {AGENT_METRICS_ADDRESS}\r\n\r\n"
+            )?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer)?;
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+            if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
+                let status = head.lines().next().unwrap_or_default();
+                return Err(format!("GET /metrics: {status}").into());
+            }
+            Ok(Some(body.to_string()))
+        })
+    }
+
     /// The node's agent socket (`/run/plexus/plexusd.sock` on the node), as the host sees it.
     pub fn agent_socket(&self) -> PathBuf {
         mounts::under_root(self.root(), DEFAULT_SOCKET)
