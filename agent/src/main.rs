@@ -38,7 +38,7 @@ fn main() {
     };
     if args.probe {
         match runtime.block_on(plexusd::probe::probe(&args.socket)) {
-            Ok(answer) => println!("plexusd answers: {answer}"),
+            Ok(answer) => println!("plexusd answers: {answer:?}"),
             Err(e) => {
                 eprintln!("plexusd --probe: {e}");
                 std::process::exit(1);
