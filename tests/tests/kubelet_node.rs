@@ -225,6 +225,26 @@ fn a_pod_whose_network_is_missing_does_not_start_and_its_events_say_why() {
     node.force_delete_all_pods().unwrap();
 }
 
+/// Creates the short-form example pod named `name` and checks that it runs with both networks.
+fn a_pod_attaches(node: &SharedNode, name: &str) {
+    node.apply(&[node.short_form_pod(name).unwrap()]).unwrap();
+    let took = node
+        .wait_running(&[name.to_string()], RUNNING_TIMEOUT)
+        .unwrap();
+    println!(
+        "{name}: Running {:.1}s after kubectl apply",
+        took.as_secs_f64()
+    );
+    node.check_interfaces(
+        name,
+        &[
+            ("eth0", PRIMARY_SUBNET),
+            ("net1", "192.168.100.0/24"),
+            ("net2", "10.201.0.0/24"),
+        ],
+    );
+}
+
 /// Waits until plexus-ipam holds no allocation.
 fn wait_no_allocations(node: &SharedNode) {
     let started = Instant::now();
@@ -247,23 +267,7 @@ fn with_the_node_agent_addresses_go_through_it_and_without_it_the_plugin_falls_b
     assert_eq!(before.node, node::NODE_NAME);
 
     // With the agent: both plexus-ipam networks of the pod are allocated by it.
-    node.apply(&[node.short_form_pod("agent-on").unwrap()])
-        .unwrap();
-    let took = node
-        .wait_running(&["agent-on".to_string()], RUNNING_TIMEOUT)
-        .unwrap();
-    println!(
-        "agent-on: Running {:.1}s after kubectl apply",
-        took.as_secs_f64()
-    );
-    node.check_interfaces(
-        "agent-on",
-        &[
-            ("eth0", PRIMARY_SUBNET),
-            ("net1", "192.168.100.0/24"),
-            ("net2", "10.201.0.0/24"),
-        ],
-    );
+    a_pod_attaches(&node, "agent-on");
     let after = agent.ping();
     println!("the agent's counters: before {before:?}, after {after:?}");
     assert!(
@@ -286,23 +290,7 @@ fn with_the_node_agent_addresses_go_through_it_and_without_it_the_plugin_falls_b
     agent.kill();
     assert!(node.agent_socket().exists(), "the dead agent's socket");
     assert!(agent.try_ping().is_none());
-    node.apply(&[node.short_form_pod("agent-off").unwrap()])
-        .unwrap();
-    let took = node
-        .wait_running(&["agent-off".to_string()], RUNNING_TIMEOUT)
-        .unwrap();
-    println!(
-        "agent-off (fallback): Running {:.1}s after kubectl apply",
-        took.as_secs_f64()
-    );
-    node.check_interfaces(
-        "agent-off",
-        &[
-            ("eth0", PRIMARY_SUBNET),
-            ("net1", "192.168.100.0/24"),
-            ("net2", "10.201.0.0/24"),
-        ],
-    );
+    a_pod_attaches(&node, "agent-off");
     assert_eq!(node.ipam_allocations().len(), 2);
     node.force_delete_all_pods().unwrap();
     wait_no_allocations(&node);
