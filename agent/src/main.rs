@@ -27,6 +27,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
         .with_writer(std::io::stderr)
+        // No colour codes in a container's log (kubectl logs), only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let node = args.node.unwrap_or_else(plexus_ipam::config::node_name);
     let runtime = match tokio::runtime::Runtime::new() {
