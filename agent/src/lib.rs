@@ -64,6 +64,7 @@ pub mod ipam;
 pub mod metrics;
 pub mod options;
 pub mod pods;
+pub mod probe;
 pub mod snapshot;
 pub mod socket;
 pub mod stores;

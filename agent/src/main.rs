@@ -30,6 +30,9 @@ struct Args {
     /// plexus's attachment cache directory (its `cniDir`), pruned by housekeeping.
     #[arg(long, default_value = plexus::config::DEFAULT_CNI_DIR)]
     cache_dir: PathBuf,
+    /// Only ask the agent on --socket for `Ping` and exit 0 if it answers (a liveness check).
+    #[arg(long)]
+    probe: bool,
     /// The log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -40,6 +43,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_level))
         .with_writer(std::io::stderr)
+        // No colour codes in a container's log (kubectl logs), only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let node = args.node.unwrap_or_else(plexus_ipam::config::node_name);
     let metrics_address = match args.metrics_address.as_str() {
@@ -67,6 +72,16 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if args.probe {
+        match runtime.block_on(plexusd::probe::probe(&args.socket)) {
+            Ok(answer) => println!("plexusd answers: {answer:?}"),
+            Err(e) => {
+                eprintln!("plexusd --probe: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if let Err(e) = runtime.block_on(plexusd::run(&args.socket, &node, &options)) {
         eprintln!("plexusd: {e}");
         std::process::exit(1);

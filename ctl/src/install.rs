@@ -11,7 +11,9 @@
 //! 3. copies the service account's token and CA bundle into `<confDir>/plexus.d/` and writes
 //!    `plexus.d/plexus.kubeconfig` naming them by path ([`kubeconfig`]);
 //! 4. writes `<confDir>/00-plexus.conflist` wrapping the primary network found in the conf dir,
-//!    waiting up to `--wait-for-primary` seconds for it ([`conflist`]).
+//!    waiting up to `--wait-for-primary` seconds for it ([`conflist`]), with `agentSocket`
+//!    naming the node agent's socket (`--agent-socket`, default `/run/plexus/plexusd.sock`;
+//!    empty with `--no-agent`, so that Plexus never asks an agent).
 //!
 //! Every file is written only when its content changes. The node's directories are K3s's when
 //! `/var/lib/rancher/k3s` exists (or `--k3s`), else `/opt/cni/bin` and `/etc/cni/net.d`
@@ -46,6 +48,7 @@ use self::atomic::Change;
 use self::binaries::Installed;
 use self::layout::{Layout, LayoutOptions};
 use plexus::config::DEFAULT_CNI_DIR;
+use plexus_ipam::config::DEFAULT_AGENT_SOCKET;
 
 /// Why `plexusctl install` failed.
 #[derive(Debug, Error)]
@@ -168,6 +171,13 @@ pub struct InstallArgs {
     /// `logLevel` of the generated configuration.
     #[arg(long, value_name = "LEVEL", value_parser = ["debug", "verbose", "info", "warn", "error", "panic"])]
     pub log_level: Option<String>,
+    /// `agentSocket`: where Plexus finds the node agent `plexusd` (the DaemonSet's `plexusd`
+    /// container listens there). Without an agent listening, every call does the work itself.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_AGENT_SOCKET, conflicts_with = "no_agent")]
+    pub agent_socket: PathBuf,
+    /// Write an empty `agentSocket`: Plexus never asks the node agent.
+    #[arg(long)]
+    pub no_agent: bool,
     /// Keep running: refresh the credentials (and binaries and conflist) when they change.
     /// Deletes nothing when stopped.
     #[arg(long)]
@@ -206,6 +216,7 @@ impl Plan {
             args.readiness_indicator_file.as_ref(),
         )?;
         absolute("--log-file", args.log_file.as_ref())?;
+        absolute("--agent-socket", Some(&args.agent_socket))?;
 
         let layout = Layout::detect(
             &args.root,
@@ -241,6 +252,11 @@ impl Plan {
             readiness_indicator_file: args.readiness_indicator_file.clone(),
             log_file: args.log_file.clone(),
             log_level: args.log_level.clone(),
+            agent_socket: if args.no_agent {
+                PathBuf::new()
+            } else {
+                args.agent_socket.clone()
+            },
         };
         Ok(Plan {
             layout,
@@ -502,6 +518,30 @@ mod tests {
         assert!(parse(&["--watch", "--watch-interval", "0"]).is_err());
         assert!(parse(&["--no-kubeconfig", "--server", "https://x"]).is_err());
         assert!(parse(&["--log-level", "loud"]).is_err());
+        assert_eq!(a.agent_socket, Path::new(DEFAULT_AGENT_SOCKET));
+        assert!(parse(&["--no-agent", "--agent-socket", "/x.sock"]).is_err());
+    }
+
+    #[test]
+    fn the_agent_socket_is_written_or_left_empty() {
+        let base = ["--source-dir", "/x", "--no-kubeconfig"];
+        let socket = |extra: &[&str]| {
+            let argv: Vec<&str> = base.iter().chain(extra).copied().collect();
+            Plan::new(&parse(&argv).unwrap()).map(|p| p.settings.agent_socket)
+        };
+        assert_eq!(socket(&[]).unwrap(), Path::new(DEFAULT_AGENT_SOCKET));
+        assert_eq!(
+            socket(&["--agent-socket", "/run/x/a.sock"]).unwrap(),
+            Path::new("/run/x/a.sock")
+        );
+        assert_eq!(socket(&["--no-agent"]).unwrap(), Path::new(""));
+        assert!(matches!(
+            socket(&["--agent-socket", "a.sock"]),
+            Err(InstallError::Relative {
+                flag: "--agent-socket",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub struct Agent {
     child: Child,
     socket: PathBuf,
     log: PathBuf,
-    metrics_port: u16,
+    metrics_port: Option<u16>,
 }
 
 impl Agent {
@@ -87,6 +87,29 @@ impl Agent {
         args: &[&std::ffi::OsStr],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Agent {
+        let metrics_port = free_port();
+        let mut command = Agent::command(bin, node, socket, log);
+        if !args.contains(&std::ffi::OsStr::new("--housekeeping-interval-secs")) {
+            command.args(["--housekeeping-interval-secs", "0"]);
+        }
+        command
+            .args(args)
+            .arg("--metrics-address")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .env("PLEXUS_IPAM_AFFINITY_DIR", hint_dir)
+            .env_remove("KUBECONFIG")
+            .envs(env.iter().copied());
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let mut agent = Agent::adopt(child, socket, log);
+        agent.metrics_port = Some(metrics_port);
+        agent
+    }
+
+    /// The command that starts `plexusd` (the binary `bin`) for `node` on `socket`, appending
+    /// its log to `log` (a restarted agent keeps the earlier log).
+    pub fn command(bin: &Path, node: &str, socket: &Path, log: &Path) -> Command {
         assert!(
             bin.exists(),
             "{} is missing: run `cargo build --workspace --bins` first",
@@ -97,33 +120,27 @@ impl Agent {
             .append(true)
             .open(log)
             .expect("the agent's log file");
-        let metrics_port = free_port();
         let mut command = Command::new(bin);
-        if !args.contains(&std::ffi::OsStr::new("--housekeeping-interval-secs")) {
-            command.args(["--housekeeping-interval-secs", "0"]);
-        }
-        let child = command
-            .args(args)
-            .arg("--metrics-address")
-            .arg(format!("127.0.0.1:{metrics_port}"))
+        command
             .arg("--socket")
             .arg(socket)
             .arg("--node")
             .arg(node)
             .env("NODE_NAME", node)
-            .env("PLEXUS_IPAM_AFFINITY_DIR", hint_dir)
-            .env_remove("KUBECONFIG")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            .stderr(stderr);
+        command
+    }
+
+    /// The agent `child` started (by [`Agent::command`], perhaps in another namespace),
+    /// reachable from here at `socket`, logging to `log`; waits until it answers.
+    pub fn adopt(child: Child, socket: &Path, log: &Path) -> Agent {
         let agent = Agent {
             child,
             socket: socket.to_path_buf(),
             log: log.to_path_buf(),
-            metrics_port,
+            metrics_port: None,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while agent.try_ping().is_none() {
@@ -150,16 +167,7 @@ impl Agent {
 
     /// The agent's answer to `Ping` (its counters), if it answers.
     pub fn try_ping(&self) -> Option<PingReply> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        runtime.block_on(async {
-            let mut client = AgentClient::connect(&self.socket, Duration::from_millis(500))
-                .await
-                .ok()?;
-            client.ping().await.ok()
-        })
+        ping(&self.socket)
     }
 
     /// The agent's answer to `Ping`; panics when it does not answer.
@@ -189,7 +197,10 @@ impl Agent {
     /// The agent's metrics text (`GET /metrics`); panics when it does not answer.
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+        let port = self
+            .metrics_port
+            .expect("an agent started by Agent::start_with serves its metrics");
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("the agent's metrics port: {e}: {}", self.log_text()));
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -215,6 +226,20 @@ impl Agent {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The answer to `Ping` (the counters) of the agent listening on `socket`, if one answers.
+pub fn ping(socket: &Path) -> Option<PingReply> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let mut client = AgentClient::connect(socket, Duration::from_millis(500))
+            .await
+            .ok()?;
+        client.ping().await.ok()
+    })
 }
 
 /// The value of `series` (a name and its labels, as written) in metrics `text`; 0 when absent.

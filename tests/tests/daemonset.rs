@@ -6,15 +6,20 @@
 //! One story, in order: the CRDs, RBAC, token and DaemonSet are applied and the conflist
 //! appears; the example NADs and pods come up with their networks; the service account's
 //! token is rotated, the `--watch` container brings the new one to the node, the old one is
-//! refused and a pod created afterwards still attaches; the DaemonSet is deleted, the conflist
-//! stays and a pod created afterwards still attaches (Multus #1527); everything is deleted,
-//! and nothing is left in the API, on the node or on the host.
+//! refused and a pod created afterwards still attaches; the DaemonSet's `plexusd` container
+//! serves the node agent on `/run/plexus/plexusd.sock` and the example pods' plexus-ipam
+//! addresses go through it; the agent killed, the conflist stays as it was and a pod still
+//! attaches (plexus-ipam falls back), and the kubelet restarts the agent; the DaemonSet is
+//! deleted, the conflist stays and a pod created afterwards still attaches (Multus #1527);
+//! everything is deleted, and nothing is left in the API, on the node or on the host.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
+use plexus_tests::agent;
 use plexus_tests::node::{self, Install, KubeNode, NAMESPACE, PRIMARY_SUBNET, SYSTEM_NAMESPACE};
 use plexus_tests::root_or_skip;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// How long pods and the DaemonSet get to reach Running, and the token to reach the node.
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -66,21 +71,9 @@ fn token_accepted(node: &KubeNode, token: &str) -> bool {
     }
 }
 
-/// A copy of the example pod asking for both networks in the short form, named `name`.
-fn short_form_pod(node: &KubeNode, name: &str) -> Value {
-    let mut pod = node
-        .example_objects("pods/example-pod.yaml")
-        .unwrap()
-        .into_iter()
-        .find(|o| o["metadata"]["name"] == "plexus-demo-short")
-        .unwrap();
-    pod["metadata"]["name"] = json!(name);
-    pod
-}
-
 /// Creates a pod asking for both example networks and checks that it attaches to both.
 fn a_new_pod_attaches(node: &KubeNode, name: &str) {
-    node.apply(&[short_form_pod(node, name)]).unwrap();
+    node.apply(&[node.short_form_pod(name).unwrap()]).unwrap();
     let took = node
         .wait_running(&[name.to_string()], TIMEOUT)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -144,6 +137,16 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
         "the node has the Secret's token"
     );
 
+    // The node agent: the plexusd container serves the socket the conflist names.
+    assert_eq!(plugin["agentSocket"], "/run/plexus/plexusd.sock");
+    let socket = node.agent_socket();
+    let serving = wait_for("the plexusd container answering Ping", || {
+        agent::ping(&socket)
+    });
+    assert_eq!(serving.node, node::NODE_NAME);
+    let socket_mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(socket_mode, 0o600, "the agent's socket");
+
     // The networks and pods, applied unchanged (`kubectl apply -f examples/k3s/pods/`); the
     // scheduler places them.
     node.kubectl_files(&["apply"], &["pods/"]).unwrap();
@@ -183,6 +186,45 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
         &[("eth0", "10.203.0.0/24"), ("net1", BRIDGE)],
     );
 
+    // The six plexus-ipam attachments of the three pods were allocated by the agent.
+    let counters = agent::ping(&socket).expect("the agent answers");
+    println!("the agent's counters after the example pods: {counters:?}");
+    assert!(
+        counters.block_changes >= serving.block_changes + 6,
+        "the pods' addresses through the agent: {serving:?} -> {counters:?}"
+    );
+
+    // The agent killed: the CNI configuration stays as it was, a pod still attaches (the
+    // plugin falls back, or the restarted agent answers), and the kubelet restarts the agent.
+    let conflist_before = std::fs::read(&conflist).unwrap();
+    let conflist_inode = std::fs::metadata(&conflist).unwrap().ino();
+    let pids = node.agent_processes().unwrap();
+    assert_eq!(pids.len(), 1, "one plexusd on the node: {pids:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed = Instant::now();
+    a_new_pod_attaches(&node, "agent-killed");
+    assert_eq!(std::fs::read(&conflist).unwrap(), conflist_before);
+    assert_eq!(std::fs::metadata(&conflist).unwrap().ino(), conflist_inode);
+    wait_for("the plexusd container restarted", || {
+        node.agent_processes()
+            .unwrap()
+            .iter()
+            .any(|pid| *pid != pids[0])
+            .then(|| agent::ping(&socket))
+            .flatten()
+    });
+    println!(
+        "plexusd killed: answering again {:.1}s later",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(std::fs::read(&conflist).unwrap(), conflist_before);
+    let restarts = node.daemonset_restarts("plexusd").unwrap();
+    assert_eq!(restarts, [1], "plexusd restarted once");
+
     // Token rotation: a new Secret, a new token; the --watch container brings it to the node.
     let old = node_token(&node);
     node.kubectl_files(&["delete", "--wait=true"], &["02-plexus-token.yaml"])
@@ -214,6 +256,14 @@ fn the_daemonset_installs_plexus_survives_token_rotation_and_its_own_deletion() 
     });
     assert!(conflist.exists(), "the conflist stays");
     assert_eq!(node_token(&node), new, "the token stays");
+    assert!(
+        node.agent_processes().unwrap().is_empty(),
+        "plexusd stopped"
+    );
+    assert!(
+        !socket.exists(),
+        "plexusd removed its socket when it stopped"
+    );
     a_new_pod_attaches(&node, "after-removal");
 
     // Everything deleted: the pods first (their networks are detached by plexus), then the

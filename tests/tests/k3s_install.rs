@@ -240,6 +240,7 @@ fn installs_binaries_kubeconfig_and_conflist_on_a_k3s_node() {
                 "cniDir": "/var/lib/cni/plexus",
                 "kubeconfig": format!("{node_conf}/plexus.d/plexus.kubeconfig"),
                 "readinessindicatorfile": "/run/flannel/subnet.env",
+                "agentSocket": "/run/plexus/plexusd.sock",
                 "capabilities": {
                     "portMappings": true,
                     "mac": true,
@@ -480,6 +481,7 @@ fn a_pod_is_set_up_and_torn_down_through_the_generated_config() {
         "binDir",
         "cniDir",
         "readinessindicatorfile",
+        "agentSocket",
     ] {
         let node_path = config[key].as_str().unwrap().to_string();
         config[key] = json!(node.path(&node_path));
@@ -590,6 +592,52 @@ fn the_k3s_examples_are_current_and_valid() {
             ]
         );
     }
+    // The node agent: its socket where the conflist's agentSocket names it, its node from the
+    // downward API, the conf dir read-only (it never deletes or rewrites the configuration),
+    // the IPAM's hints under /var/lib/cni, a liveness Ping and a memory limit.
+    let agent = &spec.containers[1];
+    assert_eq!(agent.name, "plexusd");
+    let socket = shipped["plugins"][0]["agentSocket"].as_str().unwrap();
+    assert_eq!(
+        agent.command.as_ref().unwrap(),
+        &[
+            "/usr/local/bin/plexusd".to_string(),
+            format!("--socket={socket}")
+        ]
+    );
+    let env = &agent.env.as_ref().unwrap()[0];
+    assert_eq!(env.name, "NODE_NAME");
+    let field = env.value_from.as_ref().unwrap().field_ref.as_ref().unwrap();
+    assert_eq!(field.field_path, "spec.nodeName");
+    let mounts: Vec<(&str, bool)> = agent
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.mount_path.as_str(), m.read_only == Some(true)))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("/run/plexus", false),
+            (format!("/{CONF}").as_str(), true),
+            ("/var/lib/cni", false)
+        ]
+    );
+    assert!(Path::new(socket).starts_with("/run/plexus"));
+    let probe = agent
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .exec
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        probe.command.as_ref().unwrap()[1..],
+        ["--probe".to_string(), format!("--socket={socket}")]
+    );
+    let limits = agent.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert!(limits.contains_key("memory"));
+
     // The token is 02-plexus-token.yaml's Secret (it outlives the pod), not the pod's own.
     assert_eq!(spec.automount_service_account_token, Some(false));
     let token = spec

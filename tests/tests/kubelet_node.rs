@@ -4,6 +4,11 @@
 //! binary exits, failing it if anything is left) and take turns on it; each starts with no
 //! pods. Pods are deleted with `--force` between tests (fast); the test of what deletion leaves
 //! behind deletes them as a user does, waiting for the kubelet.
+//!
+//! Every test but one runs without the node agent (the socket is missing: plexus-ipam does the
+//! work itself); that one starts `plexusd` on the node's default socket, checks that the
+//! plexus-ipam networks' addresses were allocated and released through it, then kills it
+//! (its socket left behind, refusing) and checks that a pod still comes up by the fallback.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -218,6 +223,78 @@ fn a_pod_whose_network_is_missing_does_not_start_and_its_events_say_why() {
     let phase = node.pod("missing-net").unwrap()["status"]["phase"].clone();
     assert_eq!(phase, "Pending");
     node.force_delete_all_pods().unwrap();
+}
+
+/// Creates the short-form example pod named `name` and checks that it runs with both networks.
+fn a_pod_attaches(node: &SharedNode, name: &str) {
+    node.apply(&[node.short_form_pod(name).unwrap()]).unwrap();
+    let took = node
+        .wait_running(&[name.to_string()], RUNNING_TIMEOUT)
+        .unwrap();
+    println!(
+        "{name}: Running {:.1}s after kubectl apply",
+        took.as_secs_f64()
+    );
+    node.check_interfaces(
+        name,
+        &[
+            ("eth0", PRIMARY_SUBNET),
+            ("net1", "192.168.100.0/24"),
+            ("net2", "10.201.0.0/24"),
+        ],
+    );
+}
+
+/// Waits until plexus-ipam holds no allocation.
+fn wait_no_allocations(node: &SharedNode) {
+    let started = Instant::now();
+    while !node.ipam_allocations().is_empty() {
+        assert!(
+            started.elapsed() < RUNNING_TIMEOUT,
+            "allocations left: {:?}",
+            node.ipam_allocations()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn with_the_node_agent_addresses_go_through_it_and_without_it_the_plugin_falls_back() {
+    let Some(node) = node() else { return };
+    node.apply_file("pods/example-nads.yaml").unwrap();
+    let mut agent = node.start_agent();
+    let before = agent.ping();
+    assert_eq!(before.node, node::NODE_NAME);
+
+    // With the agent: both plexus-ipam networks of the pod are allocated by it.
+    a_pod_attaches(&node, "agent-on");
+    let after = agent.ping();
+    println!("the agent's counters: before {before:?}, after {after:?}");
+    assert!(
+        after.block_changes >= before.block_changes + 2,
+        "net1 and net2 allocated through the agent: {before:?} -> {after:?}\n{}",
+        agent.log_text()
+    );
+    assert_eq!(node.ipam_allocations().len(), 2);
+
+    // DEL goes through the agent too, and leaves nothing.
+    node.force_delete_all_pods().unwrap();
+    wait_no_allocations(&node);
+    let released = agent.ping();
+    assert!(
+        released.block_changes >= after.block_changes + 2,
+        "net1 and net2 released through the agent: {after:?} -> {released:?}"
+    );
+
+    // The agent killed (SIGKILL: its socket stays, refusing): the plugin does the work itself.
+    agent.kill();
+    assert!(node.agent_socket().exists(), "the dead agent's socket");
+    assert!(agent.try_ping().is_none());
+    a_pod_attaches(&node, "agent-off");
+    assert_eq!(node.ipam_allocations().len(), 2);
+    node.force_delete_all_pods().unwrap();
+    wait_no_allocations(&node);
+    std::fs::remove_file(node.agent_socket()).unwrap();
 }
 
 /// What must survive a kubelet restart: a pod's container id and restart count, its addresses

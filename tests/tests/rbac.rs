@@ -4,13 +4,16 @@
 //! * everything Plexus does is allowed: `plexus` ADD and DEL of a pod on a macvlan network whose
 //!   addresses come from plexus-ipam's Kubernetes store (the pod's GET and PATCH, the NAD's GET,
 //!   the IPAM's blocks and Leases), plexus-ipam's GC, a takeover of a Lease written by the
-//!   previous version, `plexusctl ipam pools` and `plexusctl ipam gc`; the API server refuses
-//!   none of the service account's requests;
+//!   previous version, `plexusctl ipam pools` and `plexusctl ipam gc`, and what the node agent
+//!   `plexusd` adds: list and watch of the pods of its node (field selector `spec.nodeName`)
+//!   and of the NADs, create and patch of Events (both API groups); the API server refuses none
+//!   of the service account's requests;
 //! * what a node's stolen credentials must not do is refused by the API server (403): updating
 //!   or deleting a node's heartbeat Lease in `kube-node-lease`, updating or deleting a
 //!   controller's leader Lease in `kube-system`, touching the IPAM's Leases or blocks outside
-//!   its namespace, deleting them inside it, reading or listing Secrets, creating or deleting
-//!   pods (listing and watching pods is allowed: `plexusd` watches the pods of its node);
+//!   its namespace, deleting them inside it, reading or listing Secrets, creating, updating or
+//!   deleting pods or their status, writing NADs, reading, listing, updating or deleting
+//!   Events: the agent's grants add reading pods and writing new Events, nothing more;
 //! * plexus-ipam leaves a Lease it did not write alone: a Lease with a block Lease's name but
 //!   not plexus-ipam's labels is an error naming it, and stays as it was.
 //!
@@ -27,11 +30,12 @@ use common::kube::{
 };
 use common::{addresses_of, ns, run_plugin, Lab};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, ObjectReference, Pod, Secret};
+use k8s_openapi::api::events::v1 as events;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::core::ObjectMeta;
-use plexus_crds::{IpamBlock, IpamClaim, IpamClaimSpec};
+use plexus_crds::{IpamBlock, IpamClaim, IpamClaimSpec, NetworkAttachmentDefinition};
 use plexus_ipam::backends::kubernetes::layout::Layout;
 use plexus_ipam::backends::kubernetes::{KubeClient, KubeOptions, KubeStore, DEFAULT_TIMEOUT};
 use plexus_ipam::store::{Owner, Pool, Store};
@@ -62,6 +66,7 @@ fn the_shipped_rbac_allows_plexus_and_refuses_the_rest() {
     leases_of_the_previous_version_are_taken_over(&env, hints.path());
     foreign_leases_are_left_alone(&env, hints.path());
     plexusctl_pools_and_gc(&env);
+    the_node_agent_watches_and_writes_events(&env);
     nothing_plexus_asked_was_refused(&env);
     what_a_node_must_not_do_is_refused(&env);
 }
@@ -329,6 +334,90 @@ fn plexusctl_pools_and_gc(env: &Kube) {
     eprintln!("plexusctl ipam pools and gc: allowed");
 }
 
+/// What the node agent does beyond the CNI binaries, as the service account: list and watch the
+/// pods of its node and the NADs of every namespace, create an Event on a pod and patch it
+/// (its count), in both API groups that serve Events.
+fn the_node_agent_watches_and_writes_events(env: &Kube) {
+    let uid = env.pod(POD_NAMESPACE, "watched", &[]);
+    env.rt.block_on(async {
+        let sa = sa_client(env).await;
+        let on_node = ListParams::default().fields("spec.nodeName=node-rbac");
+        let watch_on_node = WatchParams::default()
+            .fields("spec.nodeName=node-rbac")
+            .timeout(1);
+        let pods: Api<Pod> = Api::all(sa.clone());
+        pods.list(&on_node).await.expect("list the node's pods");
+        pods.watch(&watch_on_node, "0")
+            .await
+            .map(|_| ())
+            .expect("watch the node's pods");
+        let nads: Api<NetworkAttachmentDefinition> = Api::all(sa.clone());
+        nads.list(&ListParams::default()).await.expect("list NADs");
+        nads.watch(&WatchParams::default().timeout(1), "0")
+            .await
+            .map(|_| ())
+            .expect("watch NADs");
+
+        let regarding = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(POD_NAMESPACE.into()),
+            name: Some("watched".into()),
+            uid: Some(uid.clone()),
+            ..Default::default()
+        };
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        let event: events::Event = serde_json::from_value(json!({
+            "metadata": {"name": "watched.agent", "namespace": POD_NAMESPACE},
+            "eventTime": now, "reason": "AddedInterface", "type": "Normal",
+            "action": "Attach", "reportingController": "plexus.cni.dev/plexusd",
+            "reportingInstance": "plexusd-node-rbac", "note": "Add net1 [10.66.0.2/24] from rbac/net",
+            "regarding": regarding,
+        }))
+        .unwrap();
+        let new_events: Api<events::Event> = Api::namespaced(sa.clone(), POD_NAMESPACE);
+        new_events
+            .create(&PostParams::default(), &event)
+            .await
+            .expect("create an Event (events.k8s.io)");
+        let series = Patch::Merge(json!({"series": {"count": 2, "lastObservedTime": now}}));
+        new_events
+            .patch("watched.agent", &PatchParams::default(), &series)
+            .await
+            .expect("patch an Event (events.k8s.io)");
+        let core: CoreEvent = serde_json::from_value(json!({
+            "metadata": {"name": "watched.core", "namespace": POD_NAMESPACE},
+            "involvedObject": regarding, "reason": "AddedInterface", "type": "Normal",
+            "message": "Add net1 [10.66.0.2/24] from rbac/net", "count": 1,
+            "source": {"component": "plexusd", "host": "node-rbac"},
+        }))
+        .unwrap();
+        let core_events: Api<CoreEvent> = Api::namespaced(sa.clone(), POD_NAMESPACE);
+        core_events
+            .create(&PostParams::default(), &core)
+            .await
+            .expect("create an Event (core)");
+        core_events
+            .patch(
+                "watched.core",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"count": 2})),
+            )
+            .await
+            .expect("patch an Event (core)");
+    });
+    eprintln!("the node agent's watches and Events: allowed");
+}
+
+/// The service account's client.
+async fn sa_client(env: &Kube) -> kube::Client {
+    KubeClient::from_kubeconfig(env.cluster.sa_kubeconfig(), DEFAULT_TIMEOUT)
+        .await
+        .expect("the service account's client")
+        .client()
+        .clone()
+}
+
 /// The audit log: no request of the service account so far was refused.
 fn nothing_plexus_asked_was_refused(env: &Kube) {
     // The API server writes an event just after it answers.
@@ -376,11 +465,7 @@ fn what_a_node_must_not_do_is_refused(env: &Kube) {
     env.pod(POD_NAMESPACE, "victim", &[]);
     env.rt.block_on(async {
         let started = Instant::now();
-        let sa = KubeClient::from_kubeconfig(env.cluster.sa_kubeconfig(), DEFAULT_TIMEOUT)
-            .await
-            .expect("the service account's client")
-            .client()
-            .clone();
+        let sa = sa_client(env).await;
         let delete = DeleteParams::default();
         let post = PostParams::default();
 
@@ -517,7 +602,7 @@ fn what_a_node_must_not_do_is_refused(env: &Kube) {
         )
         .await;
 
-        // Pods: no creating or deleting.
+        // Pods: read (the agent's cache) and their annotations patched, nothing else.
         for namespace in [POD_NAMESPACE, IPAM_NAMESPACE] {
             let pods: Api<Pod> = Api::namespaced(sa.clone(), namespace);
             let pod = pod_object("intruder", &[], "c", &[]);
@@ -529,9 +614,68 @@ fn what_a_node_must_not_do_is_refused(env: &Kube) {
         }
         let pods: Api<Pod> = Api::namespaced(sa.clone(), POD_NAMESPACE);
         refused("delete a pod", pods.delete("victim", &delete)).await;
+        let victim = env_pod(env, "victim").await;
+        refused("update a pod", pods.replace("victim", &post, &victim)).await;
+        refused(
+            "update a pod's status",
+            pods.replace_status("victim", &post, &victim),
+        )
+        .await;
+        refused("evict a pod", pods.evict("victim", &Default::default())).await;
+
+        // NADs: read, never written.
+        let nads: Api<NetworkAttachmentDefinition> = Api::namespaced(sa.clone(), POD_NAMESPACE);
+        let nad: NetworkAttachmentDefinition = serde_json::from_value(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "rogue"}, "spec": {"config": "{}"}
+        }))
+        .unwrap();
+        refused("create a NAD", nads.create(&post, &nad)).await;
+        refused("delete a NAD", nads.delete("rbac-net", &delete)).await;
+
+        // Events: written, never read back, updated or deleted.
+        for namespace in [POD_NAMESPACE, "kube-system"] {
+            let new_events: Api<events::Event> = Api::namespaced(sa.clone(), namespace);
+            let core_events: Api<CoreEvent> = Api::namespaced(sa.clone(), namespace);
+            refused(
+                &format!("list Events in {namespace}"),
+                new_events.list(&ListParams::default()),
+            )
+            .await;
+            refused(
+                &format!("list core Events in {namespace}"),
+                core_events.list(&ListParams::default()),
+            )
+            .await;
+        }
+        let new_events: Api<events::Event> = Api::namespaced(sa.clone(), POD_NAMESPACE);
+        let core_events: Api<CoreEvent> = Api::namespaced(sa.clone(), POD_NAMESPACE);
+        refused("get an Event", new_events.get("watched.agent")).await;
+        refused("get a core Event", core_events.get("watched.core")).await;
+        refused(
+            "delete an Event",
+            new_events.delete("watched.agent", &delete),
+        )
+        .await;
+        refused(
+            "delete a core Event",
+            core_events.delete("watched.core", &delete),
+        )
+        .await;
+        refused(
+            "update a core Event",
+            core_events.replace("watched.core", &post, &CoreEvent::default()),
+        )
+        .await;
         eprintln!(
             "refusals checked in {:.1}s",
             started.elapsed().as_secs_f64()
         );
     });
+}
+
+/// The pod `name` of the test's namespace, as the administrator reads it.
+async fn env_pod(env: &Kube, name: &str) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(env.admin.clone(), POD_NAMESPACE);
+    pods.get(name).await.expect("the pod")
 }

@@ -1,5 +1,6 @@
-//! The binaries users get: what `plexusctl install` copies onto a node (and `plexusctl`
-//! itself), built in release mode, checked to need no C library and to stay small.
+//! The binaries users get: what `plexusctl install` copies onto a node, `plexusctl` itself and
+//! the node agent `plexusd` (a container of the DaemonSet), built in release mode, checked to
+//! need no C library and to stay small.
 //!
 //! A binary is static when its ELF file has no `PT_INTERP` program header (no dynamic loader
 //! starts it) and no `DT_NEEDED` entry (it asks for no shared library): then it runs on a node
@@ -13,12 +14,12 @@ use object::Endianness;
 
 use crate::cmd::{self, Result};
 
-/// The shipped binaries: those `plexusctl install` copies, and `plexusctl`.
+/// The shipped binaries: those `plexusctl install` copies, `plexusctl` and `plexusd`.
 pub fn shipped() -> Vec<&'static str> {
     plexusctl::install::binaries::BINARIES
         .iter()
         .map(|(name, _)| *name)
-        .chain(["plexusctl"])
+        .chain(["plexusctl", "plexusd"])
         .collect()
 }
 
@@ -83,7 +84,13 @@ pub fn build_release() -> Result<PathBuf> {
     let root = cmd::workspace_root();
     let mut build = cmd::cargo();
     build.current_dir(&root).arg("build").arg("--release");
-    for package in ["plexus", "plexusctl", "plexus-ipam", "plexus-sriov"] {
+    for package in [
+        "plexus",
+        "plexusctl",
+        "plexus-ipam",
+        "plexus-sriov",
+        "plexusd",
+    ] {
         build.args(["-p", package]);
     }
     for name in shipped() {
@@ -159,10 +166,16 @@ mod tests {
     }
 
     #[test]
-    fn shipped_names_the_installed_binaries_and_plexusctl() {
+    fn shipped_names_the_installed_binaries_plexusctl_and_plexusd() {
         assert_eq!(
             shipped(),
-            ["plexus", "plexus-ipam", "plexus-sriov", "plexusctl"]
+            [
+                "plexus",
+                "plexus-ipam",
+                "plexus-sriov",
+                "plexusctl",
+                "plexusd"
+            ]
         );
     }
 }

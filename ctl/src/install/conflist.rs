@@ -55,6 +55,9 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     /// `logLevel`, if any.
     pub log_level: Option<String>,
+    /// `agentSocket`: where the node agent `plexusd` listens; empty when Plexus must never ask
+    /// it (`--no-agent`).
+    pub agent_socket: PathBuf,
 }
 
 /// True when a configuration runs Plexus itself.
@@ -193,6 +196,7 @@ pub fn render(primary: &Primary, settings: &Settings) -> Result<Value, InstallEr
     if let Some(l) = &settings.log_level {
         plugin.insert("logLevel".into(), json!(l));
     }
+    plugin.insert("agentSocket".into(), path(&settings.agent_socket));
     plugin.insert("capabilities".into(), Value::Object(capabilities(value)));
     Ok(json!({
         "cniVersion": version,
@@ -278,6 +282,7 @@ mod tests {
             bin_dir: "/b".into(),
             cni_dir: "/var/lib/cni/plexus".into(),
             kubeconfig: Some("/n/plexus.d/plexus.kubeconfig".into()),
+            agent_socket: "/run/plexus/plexusd.sock".into(),
             ..Default::default()
         };
         let out = render(&primary, &settings).unwrap();
@@ -287,6 +292,7 @@ mod tests {
                 "type": "plexus", "clusterNetwork": "/n/10-flannel.conflist", "confDir": "/n",
                 "binDir": "/b", "cniDir": "/var/lib/cni/plexus",
                 "kubeconfig": "/n/plexus.d/plexus.kubeconfig",
+                "agentSocket": "/run/plexus/plexusd.sock",
                 "capabilities": {"portMappings": true, "bandwidth": true,
                                  "io.kubernetes.cri.pod-annotations": true}
             }]})

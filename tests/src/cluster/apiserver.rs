@@ -8,9 +8,11 @@ use crate::process::is_executable;
 /// The API groups the API server serves (`--runtime-config`). The API server builds its
 /// OpenAPI document from every served type before it answers anything, so fewer groups start it
 /// about 2 s faster. The groups its own informers watch (networking, node, storage,
-/// admissionregistration, flowcontrol) must stay.
+/// admissionregistration, flowcontrol) must stay; events.k8s.io is where the node agent's
+/// Events go.
 pub const API_GROUPS: &[&str] = &[
     "api/v1",
+    "events.k8s.io/v1",
     "apiextensions.k8s.io/v1",
     "apiregistration.k8s.io/v1",
     "authentication.k8s.io/v1",

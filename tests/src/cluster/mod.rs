@@ -433,16 +433,19 @@ mod tests {
                 ("RoleBinding", Some(IPAM_NAMESPACE), Some("plexus-ipam")),
             ]
         );
-        // Cluster-wide: reading pods and NADs, patching pods' annotations and IPAMClaims' status.
+        // Cluster-wide: reading pods and NADs (the node agent lists and watches both), patching
+        // pods' annotations and IPAMClaims' status, the node agent's Events.
         assert_eq!(
             grants(&objects[2]),
             [
-                grant("", "pods", &["get", "patch"]),
+                grant("", "pods", &["get", "list", "watch", "patch"]),
                 grant(
                     "k8s.cni.cncf.io",
                     "network-attachment-definitions",
                     &["get", "list", "watch"]
                 ),
+                grant("events.k8s.io", "events", &["create", "patch"]),
+                grant("", "events", &["create", "patch"]),
                 grant("whereabouts.cni.cncf.io", "ippools", &["list"]),
                 grant("", "nodes", &["list"]),
                 grant("k8s.cni.cncf.io", "ipamclaims", &["get"]),

@@ -44,8 +44,8 @@ impl KubeNode {
         self.conf_dir().join("00-plexus.conflist")
     }
 
-    /// The phases of the DaemonSet's pods.
-    pub fn daemonset_pods(&self) -> Result<Vec<String>> {
+    /// `jsonpath` of the DaemonSet's pods, split at white space.
+    fn daemonset_jsonpath(&self, path: &str) -> Result<Vec<String>> {
         Ok(self
             .kubectl(&[
                 "get",
@@ -55,11 +55,27 @@ impl KubeNode {
                 "-l",
                 "app=plexus",
                 "-o",
-                "jsonpath={.items[*].status.phase}",
+                &format!("jsonpath={path}"),
             ])?
             .split_whitespace()
             .map(str::to_string)
             .collect())
+    }
+
+    /// The phases of the DaemonSet's pods.
+    pub fn daemonset_pods(&self) -> Result<Vec<String>> {
+        self.daemonset_jsonpath("{.items[*].status.phase}")
+    }
+
+    /// How often the kubelet restarted `container` of each of the DaemonSet's pods.
+    pub fn daemonset_restarts(&self, container: &str) -> Result<Vec<u32>> {
+        let path = format!(
+            "{{.items[*].status.containerStatuses[?(@.name==\"{container}\")].restartCount}}"
+        );
+        self.daemonset_jsonpath(&path)?
+            .iter()
+            .map(|n| Ok(n.parse()?))
+            .collect()
     }
 
     /// `kubectl apply -f examples/k3s/` (that is [`INSTALL_FILES`]), as users install, and

@@ -68,6 +68,10 @@ mod tests {
         let yaml =
             std::fs::read_to_string(examples_dir().join("04-plexus-daemonset.yaml")).unwrap();
         let images = images_named(&yaml);
-        assert_eq!(images, [reference(), reference()], "install and plexus");
+        assert_eq!(
+            images,
+            [reference(), reference(), reference()],
+            "install, plexus and plexusd"
+        );
     }
 }

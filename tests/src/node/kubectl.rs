@@ -34,6 +34,18 @@ impl KubeNode {
         Ok(objects)
     }
 
+    /// A copy of the example pod asking for both example networks in the short form
+    /// (`plexus-demo-short` of `pods/example-pod.yaml`), named `name`.
+    pub fn short_form_pod(&self, name: &str) -> Result<Value> {
+        let mut pod = self
+            .example_objects("pods/example-pod.yaml")?
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == "plexus-demo-short")
+            .ok_or("pods/example-pod.yaml has no plexus-demo-short")?;
+        pod["metadata"]["name"] = serde_json::json!(name);
+        Ok(pod)
+    }
+
     /// `kubectl apply` of the objects of an example file ([`example_objects`](Self::example_objects)).
     pub fn apply_file(&self, file: &str) -> Result<String> {
         self.apply(&self.example_objects(file)?)

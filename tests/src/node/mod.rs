@@ -54,6 +54,7 @@
 //! settings, and fails if any of these was left or changed. [`shared`] gives the tests of one
 //! binary a single node, stopped at exit.
 
+mod agent;
 mod binaries;
 mod control_plane;
 mod daemonset;
@@ -81,6 +82,7 @@ use crate::cluster::{self, LocalCluster, Result};
 use crate::cri::Containerd;
 use crate::{cni_plugin_dir, plexus_bin_dir};
 
+pub use agent::AGENT_METRICS_ADDRESS;
 pub use binaries::{binaries, binaries_or_skip, cached_path, Binaries};
 pub use control_plane::{ControlPlane, KUBERNETES_SERVICE_IP};
 pub use daemonset::{INSTALL_FILES, SYSTEM_NAMESPACE};

@@ -20,8 +20,15 @@ use super::Result;
 const OVERLAID: &[&str] = &["/var/lib", "/var/log", "/run"];
 
 /// The node's paths that are kept under its root, at the same path: K3s's directory, the CNI
-/// state (host-local's leases, Plexus's cache) and Flannel's readiness file's directory.
-pub const BOUND: &[&str] = &["/var/lib/rancher/k3s", "/var/lib/cni", "/run/flannel"];
+/// state (host-local's leases, Plexus's cache), Flannel's readiness file's directory and the
+/// node agent's socket directory (so that the node's `/run/plexus/plexusd.sock` is its own,
+/// never the host's).
+pub const BOUND: &[&str] = &[
+    "/var/lib/rancher/k3s",
+    "/var/lib/cni",
+    "/run/flannel",
+    "/run/plexus",
+];
 
 /// Where `path` (one of [`BOUND`]) is kept under `root`.
 pub fn under_root(root: &Path, path: &str) -> PathBuf {

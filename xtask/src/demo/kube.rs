@@ -9,9 +9,11 @@
 //! installs Plexus (its log is shown); then `pods/example-nads.yaml` and `pods/example-pod.yaml`. It
 //! waits until the scheduler has placed and the kubelet runs both pods, and prints `kubectl get pods -o wide`, each pod's network-status
 //! (`kubectl get pod -o jsonpath`), its interfaces (`kubectl exec … ip -o addr`) and a ping
-//! from one pod to the other on `net1`. When the DaemonSet runs `plexusd`, it then hot-plugs a
-//! network into a running pod and removes it again (`kubectl annotate`), showing the
-//! network-status and the interfaces each time. Then it deletes the pods, shows that plexus-ipam's
+//! from one pod to the other on `net1`. The DaemonSet's `plexusd` container runs the node agent:
+//! the demo shows its counters (`Ping`) and its log, its Prometheus metrics when it serves them,
+//! and the pods' Events; it hot-plugs a network into a running pod and removes it again
+//! (`kubectl annotate`), showing the network-status and the interfaces each time. Then it
+//! deletes the pods, shows that plexus-ipam's
 //! allocations and Plexus's cache are empty, deletes the rest, and stops the node, which checks
 //! that nothing is left on the machine (links, mounts, cgroups, kernel settings).
 
@@ -56,6 +58,7 @@ pub(super) fn run() -> Result {
     println!("kubelet flags: {}", node.kubelet_flags().join(" "));
     let outcome = install(&node)
         .and_then(|()| show_pods(&node))
+        .and_then(|()| show_agent(&node))
         .and_then(|()| show_hotplug(&node));
     cmd::step("teardown: kubectl delete pods, then stopping the node");
     println!("$ kubectl delete pods --all -n {NAMESPACE} --grace-period=1 --wait=true");
@@ -222,6 +225,57 @@ fn show_hotplug(node: &KubeNode) -> Result {
             serde_json::to_string_pretty(&Value::from(status))?
         );
         print_addresses(node, pod)?;
+    }
+    Ok(())
+}
+
+/// Shows the node agent: its counters, its log, its metrics (when served) and the pods' Events.
+fn show_agent(node: &KubeNode) -> Result {
+    cmd::step(&format!(
+        "the node agent (plexusd) on {}",
+        node.agent_socket().display()
+    ));
+    let counters = plexus_tests::agent::ping(&node.agent_socket())
+        .ok_or("the DaemonSet's plexusd does not answer Ping")?;
+    println!(
+        "Ping: plexusd {} on node {}: {} block writes carried {} allocations and releases \
+         ({} lost to other writers)",
+        counters.version,
+        counters.node,
+        counters.block_writes,
+        counters.block_changes,
+        counters.block_conflicts
+    );
+    if counters.block_changes == 0 {
+        return Err("the pods' plexus-ipam addresses did not go through plexusd".into());
+    }
+    println!("$ kubectl logs -n {SYSTEM_NAMESPACE} ds/plexus -c plexusd");
+    print!(
+        "{}",
+        kubectl(
+            node,
+            &["logs", "-n", SYSTEM_NAMESPACE, "ds/plexus", "-c", "plexusd"]
+        )?
+    );
+    cmd::step(&format!(
+        "plexusd's metrics: GET http://{}/metrics",
+        node::AGENT_METRICS_ADDRESS
+    ));
+    match node.agent_metrics().map_err(|e| e as cmd::Error)? {
+        Some(text) => {
+            let samples: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("plexus") && !l.contains("_bucket{"))
+                .collect();
+            println!("{}", samples.join("\n"));
+        }
+        None => println!("not served (this plexusd has no metrics endpoint)"),
+    }
+    for pod in PODS {
+        cmd::step(&format!("the Events of pod {pod}"));
+        for event in node.events(pod).map_err(|e| e as cmd::Error)? {
+            println!("{event}");
+        }
     }
     Ok(())
 }
