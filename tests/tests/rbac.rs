@@ -6,14 +6,14 @@
 //!   the IPAM's blocks and Leases), plexus-ipam's GC, a takeover of a Lease written by the
 //!   previous version, `plexusctl ipam pools` and `plexusctl ipam gc`, and what the node agent
 //!   `plexusd` adds: list and watch of the pods of its node (field selector `spec.nodeName`)
-//!   and of the NADs, create and patch of Events (both API groups); the API server refuses none
+//!   and of the NADs, create of core Events; the API server refuses none
 //!   of the service account's requests;
 //! * what a node's stolen credentials must not do is refused by the API server (403): updating
 //!   or deleting a node's heartbeat Lease in `kube-node-lease`, updating or deleting a
 //!   controller's leader Lease in `kube-system`, touching the IPAM's Leases or blocks outside
 //!   its namespace, deleting them inside it, reading or listing Secrets, creating, updating or
-//!   deleting pods or their status, writing NADs, reading, listing, updating or deleting
-//!   Events: the agent's grants add reading pods and writing new Events, nothing more;
+//!   deleting pods or their status, writing NADs, reading, listing, updating, deleting
+//!   or patching Events: the agent's grants add reading pods and creating Events, nothing more;
 //! * plexus-ipam leaves a Lease it did not write alone: a Lease with a block Lease's name but
 //!   not plexus-ipam's labels is an error naming it, and stays as it was.
 //!
@@ -335,8 +335,8 @@ fn plexusctl_pools_and_gc(env: &Kube) {
 }
 
 /// What the node agent does beyond the CNI binaries, as the service account: list and watch the
-/// pods of its node and the NADs of every namespace, create an Event on a pod and patch it
-/// (its count), in both API groups that serve Events.
+/// pods of its node and the NADs of every namespace, and create a core Event on a pod (never
+/// patch one).
 fn the_node_agent_watches_and_writes_events(env: &Kube) {
     let uid = env.pod(POD_NAMESPACE, "watched", &[]);
     env.rt.block_on(async {
@@ -366,25 +366,6 @@ fn the_node_agent_watches_and_writes_events(env: &Kube) {
             uid: Some(uid.clone()),
             ..Default::default()
         };
-        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
-        let event: events::Event = serde_json::from_value(json!({
-            "metadata": {"name": "watched.agent", "namespace": POD_NAMESPACE},
-            "eventTime": now, "reason": "AddedInterface", "type": "Normal",
-            "action": "Attach", "reportingController": "plexus.cni.dev/plexusd",
-            "reportingInstance": "plexusd-node-rbac", "note": "Add net1 [10.66.0.2/24] from rbac/net",
-            "regarding": regarding,
-        }))
-        .unwrap();
-        let new_events: Api<events::Event> = Api::namespaced(sa.clone(), POD_NAMESPACE);
-        new_events
-            .create(&PostParams::default(), &event)
-            .await
-            .expect("create an Event (events.k8s.io)");
-        let series = Patch::Merge(json!({"series": {"count": 2, "lastObservedTime": now}}));
-        new_events
-            .patch("watched.agent", &PatchParams::default(), &series)
-            .await
-            .expect("patch an Event (events.k8s.io)");
         let core: CoreEvent = serde_json::from_value(json!({
             "metadata": {"name": "watched.core", "namespace": POD_NAMESPACE},
             "involvedObject": regarding, "reason": "AddedInterface", "type": "Normal",
@@ -397,16 +378,8 @@ fn the_node_agent_watches_and_writes_events(env: &Kube) {
             .create(&PostParams::default(), &core)
             .await
             .expect("create an Event (core)");
-        core_events
-            .patch(
-                "watched.core",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"count": 2})),
-            )
-            .await
-            .expect("patch an Event (core)");
     });
-    eprintln!("the node agent's watches and Events: allowed");
+    eprintln!("the node agent's watches and its Event creation: allowed");
 }
 
 /// The service account's client.
@@ -650,11 +623,11 @@ fn what_a_node_must_not_do_is_refused(env: &Kube) {
         }
         let new_events: Api<events::Event> = Api::namespaced(sa.clone(), POD_NAMESPACE);
         let core_events: Api<CoreEvent> = Api::namespaced(sa.clone(), POD_NAMESPACE);
-        refused("get an Event", new_events.get("watched.agent")).await;
+        refused("get an Event", new_events.get("watched.core")).await;
         refused("get a core Event", core_events.get("watched.core")).await;
         refused(
             "delete an Event",
-            new_events.delete("watched.agent", &delete),
+            new_events.delete("watched.core", &delete),
         )
         .await;
         refused(
@@ -665,6 +638,18 @@ fn what_a_node_must_not_do_is_refused(env: &Kube) {
         refused(
             "update a core Event",
             core_events.replace("watched.core", &post, &CoreEvent::default()),
+        )
+        .await;
+        let count = Patch::Merge(json!({"count": 2}));
+        let patch = PatchParams::default();
+        refused(
+            "patch a core Event",
+            core_events.patch("watched.core", &patch, &count),
+        )
+        .await;
+        refused(
+            "patch an Event (events.k8s.io)",
+            new_events.patch("watched.core", &patch, &count),
         )
         .await;
         eprintln!(

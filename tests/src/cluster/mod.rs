@@ -444,8 +444,7 @@ mod tests {
                     "network-attachment-definitions",
                     &["get", "list", "watch"]
                 ),
-                grant("events.k8s.io", "events", &["create", "patch"]),
-                grant("", "events", &["create", "patch"]),
+                grant("", "events", &["create"]),
                 grant("whereabouts.cni.cncf.io", "ippools", &["list"]),
                 grant("", "nodes", &["list"]),
                 grant("k8s.cni.cncf.io", "ipamclaims", &["get"]),
