@@ -60,19 +60,26 @@ impl NodeThread {
     }
 }
 
-/// Enters the network namespace `netns` and a new mount namespace whose mounts are all private
-/// (unsharing the mount namespace also unshares this thread's file system attributes, which
-/// threads otherwise share).
+/// Enters the network namespace `netns` and a new mount namespace (unsharing the mount namespace
+/// also unshares this thread's file system attributes, which threads otherwise share). Its
+/// mounts are first cut off from the host's (private), then made shared among themselves, as
+/// a systemd host's are: a container that mounts a node path with `HostToContainer`
+/// propagation (the node agent's view of the pods' network namespaces) needs that, and nothing
+/// mounted on the node reaches the host.
 fn enter(netns: &File) -> nix::Result<()> {
+    use nix::mount::{mount, MsFlags};
     setns(netns, CloneFlags::CLONE_NEWNET)?;
     unshare(CloneFlags::CLONE_NEWNS)?;
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
+    for propagation in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | propagation,
+            None::<&str>,
+        )?;
+    }
+    Ok(())
 }
 
 /// Spawns `cmd` from the calling thread (the node thread: the child lives in its namespaces)
