@@ -594,7 +594,8 @@ fn the_k3s_examples_are_current_and_valid() {
     }
     // The node agent: its socket where the conflist's agentSocket names it, its node from the
     // downward API, the conf dir read-only (it never deletes or rewrites the configuration),
-    // the IPAM's hints under /var/lib/cni, a liveness Ping and a memory limit.
+    // the IPAM's hints under /var/lib/cni, hot-plug with the conflist, a liveness Ping and a
+    // memory limit.
     let agent = &spec.containers[1];
     assert_eq!(agent.name, "plexusd");
     let socket = shipped["plugins"][0]["agentSocket"].as_str().unwrap();
@@ -602,7 +603,8 @@ fn the_k3s_examples_are_current_and_valid() {
         agent.command.as_ref().unwrap(),
         &[
             "/usr/local/bin/plexusd".to_string(),
-            format!("--socket={socket}")
+            format!("--socket={socket}"),
+            format!("--plexus-config=/{CONF}/00-plexus.conflist")
         ]
     );
     let env = &agent.env.as_ref().unwrap()[0];
@@ -620,7 +622,10 @@ fn the_k3s_examples_are_current_and_valid() {
         [
             ("/run/plexus", false),
             (format!("/{CONF}").as_str(), true),
-            ("/var/lib/cni", false)
+            ("/var/lib/cni", false),
+            // For hot-plug: the delegates, and the pods' network namespaces.
+            (format!("/{BIN}").as_str(), true),
+            ("/var/run/netns", false)
         ]
     );
     assert!(Path::new(socket).starts_with("/run/plexus"));
