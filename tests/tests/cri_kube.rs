@@ -71,13 +71,7 @@ fn print_requests(events: &[Value]) {
 /// networks with the service account's kubeconfig and wraps the cluster network.
 fn write_configs(lab: &Lab, kube: &Kube, conf_dir: &Path, bin_dir: &Path) {
     std::fs::create_dir_all(conf_dir).unwrap();
-    let mut bridge = lab.bridge(CNI_VERSION);
-    let plugin = bridge.as_object_mut().expect("a conf object");
-    plugin.remove("cniVersion");
-    plugin.remove("name");
-    let cluster_network = conf_dir.join("10-pods.conflist");
-    let pods = json!({"cniVersion": CNI_VERSION, "name": "pods", "plugins": [bridge]});
-    std::fs::write(&cluster_network, serde_json::to_vec_pretty(&pods).unwrap()).unwrap();
+    let cluster_network = lab.write_bridge_conflist(CNI_VERSION, conf_dir.join("10-pods.conflist"));
     let plexus = json!({
         "type": "plexus",
         "kubeconfig": kube.cluster.sa_kubeconfig(),

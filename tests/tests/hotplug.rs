@@ -228,13 +228,7 @@ fn write_configs(lab: &Lab, kube: &Kube, conf_dir: &Path, bin_dir: &Path) -> Pat
         std::os::unix::fs::symlink(plugin.path(), bin_dir.join(plugin.file_name())).unwrap();
     }
     std::os::unix::fs::symlink(plexus_bin_dir().join("plexus"), bin_dir.join("plexus")).unwrap();
-    let mut bridge = lab.bridge(CNI_VERSION);
-    let plugin = bridge.as_object_mut().expect("a conf object");
-    plugin.remove("cniVersion");
-    plugin.remove("name");
-    let cluster_network = conf_dir.join("10-pods.conflist");
-    let pods = json!({"cniVersion": CNI_VERSION, "name": "pods", "plugins": [bridge]});
-    std::fs::write(&cluster_network, serde_json::to_vec_pretty(&pods).unwrap()).unwrap();
+    let cluster_network = lab.write_bridge_conflist(CNI_VERSION, conf_dir.join("10-pods.conflist"));
     let plexus = json!({
         "type": "plexus",
         "kubeconfig": kube.cluster.sa_kubeconfig(),

@@ -192,6 +192,18 @@ impl Lab {
         self.dir.path().join("cache")
     }
 
+    /// Writes the lab's bridge as a conflist named `pods` at `path` (a cluster network for
+    /// `clusterNetwork`, as a runtime's primary network would be); returns `path`.
+    pub fn write_bridge_conflist(&self, version: &str, path: PathBuf) -> PathBuf {
+        let mut bridge = self.bridge(version);
+        let plugin = bridge.as_object_mut().expect("a conf object");
+        plugin.remove("cniVersion");
+        plugin.remove("name");
+        let pods = serde_json::json!({"cniVersion": version, "name": "pods", "plugins": [bridge]});
+        std::fs::write(&path, serde_json::to_vec_pretty(&pods).unwrap()).unwrap();
+        path
+    }
+
     /// The bridge primary network.
     pub fn bridge(&self, version: &str) -> Value {
         let gateway = self.host.is_some();
